@@ -142,16 +142,18 @@ def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
 
 class ResNet(nn.Module):
     """ResNet in the authors' form. ``small_input`` selects the 3x3/s1 stem (inputs under 224 px);
-    otherwise the 7x7/s2 ImageNet stem. The max-pool is kept in both."""
+    otherwise the 7x7/s2 ImageNet stem. The max-pool is kept in both. ``width`` is the first
+    stage's channel count (64 in the paper; smaller keeps the same sites at a fraction of the cost)."""
 
-    def __init__(self, block, layers, num_classes: int = 10, in_channels: int = 3, small_input: bool = True):
+    def __init__(self, block, layers, num_classes: int = 10, in_channels: int = 3, small_input: bool = True,
+                 width: int = 64):
         super().__init__()
-        self.conv1 = (nn.Conv2d(in_channels, 64, 3, 1, 1) if small_input
-                      else nn.Conv2d(in_channels, 64, 7, 2, 3))
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = (nn.Conv2d(in_channels, width, 3, 1, 1) if small_input
+                      else nn.Conv2d(in_channels, width, 7, 2, 3))
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        planes, in_planes, stages = 64, 64, []
+        planes, in_planes, stages = width, width, []
         for i, n in enumerate(layers):
             blocks = []
             for j in range(n):
@@ -183,12 +185,12 @@ def lenet5_bn(num_classes=10, in_channels=3, pool="avg"):
 
 
 @register_model("resnet18")
-def resnet18(num_classes=10, in_channels=3, small_input=True):
+def resnet18(num_classes=10, in_channels=3, small_input=True, width=64):
     """ResNet-18, small-image stem with max-pool (the paper's; 33 sites, 41 draws)."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, small_input)
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_channels, small_input, width)
 
 
 @register_model("resnet50")
-def resnet50(num_classes=10, in_channels=3, small_input=True):
+def resnet50(num_classes=10, in_channels=3, small_input=True, width=64):
     """ResNet-50, small-image stem with max-pool (the paper's; 74 sites, 106 draws)."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, small_input)
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, small_input, width)

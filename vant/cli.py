@@ -1,0 +1,188 @@
+"""``vant``: a thin command line over the library. Each subcommand parses and calls one function."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+def _print_curve(summary: dict) -> None:
+    e = summary["eval"]
+    print(f"{'sigma':>7} {'acc mean':>9} {'std':>6} {'95% CI':>7}   (n={e['repeats']} repeats, seed {e['seed']})")
+    for s, m, sd, ci in zip(e["sigmas"], e["mean"], e["std"], e["ci95"]):
+        print(f"{s:7.3g} {m:9.2f} {sd:6.2f} {'' if ci is None else f'±{ci:.2f}':>7}")
+
+
+def _print_summary(run) -> None:
+    s = run.summary()
+    print(f"run: {run.path}")
+    print(f"{s['model']} on {s['dataset']}, method={s['method']}, sigma_train={s['sigma_train']:g}"
+          + (f", alpha={s['alpha']:g}, theta={s['theta']:g}" if s["method"] == "vant" else ""))
+    print(f"clean accuracy {s['clean_accuracy']:.2f} %, at sigma_train {s['acc_at_sigma_train']:.2f} "
+          f"± {s['acc_at_sigma_train_std']:.2f} %, AUC {s['auc']:.2f}")
+    _print_curve(s)
+
+
+def cmd_train(args) -> int:
+    from .config import build_config
+    from .runs import execute
+
+    cfg = build_config(args.config, args.overrides + (["data.download=true"] if args.download else []))
+    if args.device:
+        cfg.device = args.device
+    _print_summary(execute(cfg, progress=not args.quiet))
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .config import build_config, to_dict
+    from .runs import Run, execute
+
+    run = Run.open(args.run)
+    overrides = list(args.overrides)
+    if args.sigmas:
+        overrides.append(f"eval.sigmas=[{args.sigmas}]")
+    if args.repeats is not None:
+        overrides.append(f"eval.repeats={args.repeats}")
+    if args.seed is not None:
+        overrides.append(f"eval.seed={args.seed}")
+    if args.loop:
+        overrides.append("eval.batched=false")
+    stored = run.config
+    cfg = build_config(None, overrides, base=to_dict(stored))
+    cfg.out_dir = str(run.path.parent)  # the run stays where it is
+    if args.device:
+        cfg.device = args.device
+    for key in ("model", "data", "noise", "train"):
+        if getattr(cfg, key) != getattr(stored, key):
+            print(f"vant: error: sweep may change only eval.* settings, not {key}.*", file=sys.stderr)
+            return 2
+    _print_summary(execute(cfg, progress=not args.quiet))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import accuracy_vs_sigma
+    from .runs import Run
+
+    curves = []
+    for path in args.runs:
+        s = Run.open(path).summary()
+        curves.append(dict(label=s["run"], sigmas=s["eval"]["sigmas"], mean=s["eval"]["mean"], std=s["eval"]["std"]))
+    out = accuracy_vs_sigma(curves, Path(args.output), title=args.title)
+    print(out)
+    return 0
+
+
+def cmd_list(args) -> int:
+    if args.what == "models":
+        from .models import _REGISTRY
+        for name, info in sorted(_REGISTRY.items()):
+            print(f"{name:12s} {info.description}")
+        print(f"{'tv:<name>':12s} any torchvision classification model, e.g. tv:resnet18, tv:mobilenet_v3_small")
+    elif args.what == "datasets":
+        from .data import list_datasets
+        for name, desc in list_datasets().items():
+            print(f"{name:13s} {desc}")
+    else:
+        import json
+        root = Path(args.out_dir)
+        for p in sorted(root.glob("*/config.yaml")) if root.is_dir() else []:
+            s = p.parent / "summary.json"
+            if s.is_file():
+                d = json.loads(s.read_text())
+                print(f"{p.parent.name:50s} clean {d['clean_accuracy']:6.2f}  @sigma_train {d['acc_at_sigma_train']:6.2f}  AUC {d['auc']:7.2f}")
+            else:
+                print(f"{p.parent.name:50s} (unfinished)")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import time
+
+    from .compare import demo, format_table
+
+    tic = time.perf_counter()
+    overrides = list(args.overrides)
+    if args.out_dir:
+        overrides += [f"run.out_dir={args.out_dir}/runs", f"report_dir={args.out_dir}"]
+    if args.seed is not None:
+        overrides.append(f"run.train.seed={args.seed}")
+    result = demo(overrides, progress=not args.quiet)
+    print()
+    print(format_table(result))
+    print(f"\nfigure: {result['report_dir']}/accuracy_vs_sigma.png   table: {result['report_dir']}/results.md"
+          f"   ({time.perf_counter() - tic:.0f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vant", description="Harden neural networks against noisy analog hardware.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (clean, NT or VANT), then evaluate it over the sigma grid")
+    t.add_argument("-c", "--config", help="YAML config file (see vant/configs/)")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.method=nt train.sigma=0.5")
+    t.add_argument("--download", action="store_true", help="download the data set if torchvision can")
+    t.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sweep", help="evaluate a trained run over another sigma grid or more repeats")
+    s.add_argument("run", help="run directory")
+    s.add_argument("--sigmas", help="comma-separated sigma grid")
+    s.add_argument("--repeats", type=int, help="noisy passes per sigma")
+    s.add_argument("--seed", type=int, help="base seed of the evaluation noise")
+    s.add_argument("--loop", action="store_true", help="one sigma per forward pass (the authors' protocol)")
+    s.add_argument("--device")
+    s.add_argument("-q", "--quiet", action="store_true")
+    s.add_argument("overrides", nargs="*", help="eval.* overrides")
+    s.set_defaults(func=cmd_sweep)
+
+    pl = sub.add_parser("plot", help="overlay the accuracy-vs-sigma curves of runs")
+    pl.add_argument("runs", nargs="+")
+    pl.add_argument("-o", "--output", default="accuracy_vs_sigma.png")
+    pl.add_argument("--title", default="")
+    pl.set_defaults(func=cmd_plot)
+
+    ls = sub.add_parser("list", help="list models, data sets or runs")
+    ls.add_argument("what", choices=["models", "datasets", "runs"])
+    ls.add_argument("--out-dir", default="runs")
+    ls.set_defaults(func=cmd_list)
+
+    d = sub.add_parser("demo", help="clean vs NT vs VANT on the bundled digits, on the CPU, in minutes")
+    d.add_argument("--out-dir", help="where runs and the report go (default runs/demo)")
+    d.add_argument("--seed", type=int)
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("overrides", nargs="*", help="overrides of configs/demo.yaml, e.g. run.train.epochs=10")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
+    from .data import DataNotFound
+    from .runs import RunBusy
+    from .train import CheckpointError, TrainingDiverged
+
+    return (ConfigError, DataNotFound, CheckpointError, TrainingDiverged, RunBusy, FileNotFoundError, ValueError,
+            KeyError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("vant: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except _known_errors() as e:
+        if os.environ.get("VANT_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"vant: error: {msg}".splitlines()[0], file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

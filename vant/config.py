@@ -1,0 +1,292 @@
+"""Typed run configuration, its YAML mirror, command-line overrides, and the paper's recipes.
+
+A field left at ``None`` means "the recipe default for this model and data set" (spec 6); the
+*resolved* config (every None filled in) is what a run stores and what its directory is hashed on.
+Unknown keys and values of the wrong type are errors that name the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+#: The 14-point inference grid of the authors' code (spec 4): steps of 0.2 to 2.1, then 0.3.
+PAPER_SIGMAS = [0.1, 0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.7, 1.9, 2.1, 2.4, 2.7, 3.0]
+#: Table 1: theta chosen per sigma_train for ResNet-18 / CIFAR-10 at alpha = 0.45 (reused for CINIC/Tiny).
+TABLE1_THETA = {0.1: 0.05, 0.3: 0.05, 0.5: 0.25, 0.7: 0.35, 0.9: 0.35, 1.1: 0.45, 1.3: 0.65, 1.5: 0.65,
+                1.7: 0.95, 1.9: 0.75, 2.1: 0.85}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # data set: see `vant list datasets`; 'imagefolder' reads `root` as a tree
+    root: str = "~/.cache/vant/data"  # directory holding the data sets (or the ImageFolder tree itself)
+    download: bool = False  # let torchvision download a missing set (CIFAR-10, MNIST, FashionMNIST, SVHN)
+    augment: Union[bool, None] = None  # random crop (pad 4) + flip; None = the data set's default
+    image_size: Union[int, None] = None  # resize images to this side; None = the model's need or native size
+
+
+@dataclass
+class ModelConfig:
+    name: str = "lenet5"  # registered model (`vant list models`) or tv:<torchvision model>
+    kwargs: dict = field(default_factory=dict)  # extra constructor arguments, e.g. {pool: max}
+
+
+@dataclass
+class NoiseConfig:
+    sites: Union[str, list] = "paper"  # 'paper', 'all', or fnmatch patterns over module names
+    kind: str = "add"  # add | mul | mixed; the paper uses additive noise only
+
+
+@dataclass
+class TrainConfig:
+    method: str = "vant"  # clean | nt | vant | empirical: how the training noise level is drawn
+    sigma: float = 1.0  # sigma_train, std of the additive noise (units of the activations)
+    alpha: float = 0.45  # VANT: the sampler's floor is alpha * sigma_train (paper 5.2)
+    theta: Union[float, None] = None  # VANT spread (std-like, absolute); None = Table 1, else 0.4*sigma
+    sampler: str = "half_normal"  # VANT sampler: half_normal (authors' code) | normal_abs | normal_clamp0
+    sigma_values: list = field(default_factory=list)  # method 'empirical': measured sigma values to draw from
+    warmup_epochs: Union[int, None] = None  # linear noise ramp from 0; None = 100 for CINIC/Tiny, else 0
+    epochs: Union[int, None] = None  # None = 400 (paper), 30 on the bundled digits
+    batch_size: int = 128  # training batch (paper 128)
+    lr: Union[float, None] = None  # Adam learning rate; None = the paper's per model/data set
+    weight_decay: Union[float, None] = None  # Adam L2; None = 1e-4 for CINIC/Tiny, 0 otherwise
+    seed: int = 0  # seeds init, data order, augmentation and training noise
+    amp: bool = True  # bf16 autocast for the matmuls on CUDA (noise stays fp32); ignored on the CPU
+    channels_last: bool = True  # channels-last memory format on CUDA; ignored on the CPU
+    compile: bool = False  # torch.compile the noisy model
+    test_every: int = 1  # test accuracy at sigma_train every N epochs (0 = never), one pass
+
+
+@dataclass
+class EvalConfig:
+    sigmas: list = field(default_factory=lambda: list(PAPER_SIGMAS))  # inference noise grid
+    repeats: int = 3  # independent noisy passes per sigma (R = 1 is the authors' protocol)
+    seed: int = 1000  # base seed of the evaluation noise; every row records its own
+    batch_size: int = 1000  # test images per forward pass (before sigma batching)
+    batched: bool = True  # evaluate many sigmas in one forward pass (same distribution, faster)
+
+
+@dataclass
+class RunConfig:
+    name: str = ""  # label for the run directory (not part of the hash)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out_dir: str = "runs"  # where run directories are created (not part of the hash)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (not part of the hash)
+
+
+#: Keys that change where, how fast or how a run is *evaluated*, never the trained model: excluded
+#: from the run's hash. Evaluation rows are cached per (sigma, repeat, seed) inside the run.
+NON_SEMANTIC = ("name", "out_dir", "device", "eval", "data.root", "data.download", "train.test_every")
+
+
+# ----------------------------------------------------------------------------- typed (de)serialisation
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return list(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def from_dict(cls, data: Any, prefix: str = ""):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}; known keys here: {sorted(names)}")
+        kwargs[key] = _check_type(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating the intermediate mappings."""
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (so 0.5 is a number, [0.1, 0.3] a list, true a bool);
+    a bare comma list ``0.1,0.3`` is a list too. The field's type then checks it."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and "," in value and not value.startswith(("'", '"')):
+        try:
+            value = [yaml.safe_load(v) for v in value.split(",")]
+        except yaml.YAMLError:
+            pass
+    return key.strip(), value
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+    """Defaults < ``base`` < YAML file < ``key=value`` overrides, checked against the dataclasses."""
+    data = dict(base or {})
+    if path is not None:
+        data = merge(data, load_yaml(path))
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_dotted(data, key, value)
+    return from_dict(RunConfig, data)
+
+
+# ----------------------------------------------------------------------------- recipes (spec 6)
+
+PAPER_DATASETS = ("cifar10", "cinic10", "tinyimagenet")
+
+
+def default_lr(model: str, dataset: str) -> float:
+    if model.startswith("resnet") and dataset not in ("cinic10", "tinyimagenet"):
+        return 1e-2  # ResNet-18 / CIFAR-10: 1e-2 (paper 3); also used for the small sets
+    return 1e-3  # LeNet-5 / CIFAR-10, and ResNets on CINIC-10 and Tiny ImageNet
+
+
+def default_theta(sigma: float) -> float:
+    """Table 1's theta when sigma_train is one of its columns, otherwise the rule theta = 0.4*sigma (Fig. 6)."""
+    for s, t in TABLE1_THETA.items():
+        if abs(s - sigma) < 1e-9:
+            return t
+    return round(0.4 * sigma, 6)
+
+
+def resolve(cfg: RunConfig) -> RunConfig:
+    """Fill every recipe default (``None``) and validate value ranges; returns a new config."""
+    cfg = from_dict(RunConfig, to_dict(cfg))
+    t, d = cfg.train, cfg.data.name
+    if t.method not in ("clean", "nt", "vant", "empirical"):
+        raise ConfigError(f"train.method: unknown method {t.method!r}; choose clean, nt, vant or empirical")
+    if t.sigma < 0:
+        raise ConfigError(f"train.sigma must be >= 0, got {t.sigma}")
+    if t.method == "clean":
+        t.sigma, t.theta = 0.0, 0.0
+    if t.theta is None:
+        t.theta = default_theta(t.sigma) if t.method == "vant" else 0.0
+    if t.epochs is None:
+        t.epochs = 400 if d in PAPER_DATASETS else 30
+    if t.lr is None:
+        t.lr = default_lr(cfg.model.name, d)
+    if t.weight_decay is None:
+        t.weight_decay = 1e-4 if d in ("cinic10", "tinyimagenet") else 0.0
+    if t.warmup_epochs is None:
+        t.warmup_epochs = 100 if d in ("cinic10", "tinyimagenet") and t.method != "clean" else 0
+    for key, value in (("train.alpha", t.alpha), ("train.theta", t.theta), ("train.lr", t.lr),
+                       ("train.weight_decay", t.weight_decay)):
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
+                       ("eval.repeats", cfg.eval.repeats), ("eval.batch_size", cfg.eval.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    if t.warmup_epochs < 0 or t.warmup_epochs > t.epochs:
+        raise ConfigError(f"train.warmup_epochs must lie in [0, train.epochs={t.epochs}], got {t.warmup_epochs}")
+    if t.method == "empirical" and not t.sigma_values:
+        raise ConfigError("train.sigma_values: method 'empirical' needs a list of measured sigma values")
+    sig = cfg.eval.sigmas
+    if not sig or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0 for s in sig):
+        raise ConfigError(f"eval.sigmas must be a non-empty list of numbers >= 0, got {sig}")
+    if sorted(sig) != list(sig) or len(set(sig)) != len(sig):
+        raise ConfigError(f"eval.sigmas must be strictly increasing, got {sig}")
+    cfg.eval.sigmas = [float(s) for s in sig]
+    return cfg
+
+
+def config_hash(cfg: RunConfig) -> str:
+    data = to_dict(cfg)
+    for key in NON_SEMANTIC:
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node[p]
+        node.pop(leaf, None)
+    blob = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]

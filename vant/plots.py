@@ -1,0 +1,58 @@
+"""Figures, drawn only from stored rows (never from live objects), with matplotlib's Agg backend."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def accuracy_vs_sigma(curves: Sequence[dict], path: Path, title: str = "", upper_bound: dict | None = None,
+                      mark: float | None = None) -> Path:
+    """One line per curve ``{label, sigmas, mean, std}`` with a +-std band; the UB dashed."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for c in curves:
+        line, = ax.plot(c["sigmas"], c["mean"], marker="o", ms=3, lw=1.6, label=c["label"])
+        if c.get("std") is not None:
+            lo = [m - s for m, s in zip(c["mean"], c["std"])]
+            hi = [m + s for m, s in zip(c["mean"], c["std"])]
+            ax.fill_between(c["sigmas"], lo, hi, color=line.get_color(), alpha=0.18, lw=0)
+    if upper_bound is not None:
+        ax.plot(upper_bound["sigmas"], upper_bound["mean"], "k--", lw=1.4, label=upper_bound.get("label", "upper bound (NT, matched)"))
+    if mark is not None:
+        ax.axvline(mark, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("inference noise sigma (std, at every site)")
+    ax.set_ylabel("top-1 accuracy [%]")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def training_curves(rows: Sequence[dict], path: Path, title: str = "") -> Path:
+    """Train loss, train accuracy and per-epoch test accuracy (at sigma_train) over epochs."""
+    ep = [r["epoch"] for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2), dpi=120)
+    a1.plot(ep, [r["train_loss"] for r in rows])
+    a1.set_xlabel("epoch"); a1.set_ylabel("train loss"); a1.grid(alpha=0.3)
+    a2.plot(ep, [r["train_acc"] for r in rows], label="train (noisy)")
+    test = [(r["epoch"], r["test_acc"]) for r in rows if r.get("test_acc") == r.get("test_acc")]
+    if test:
+        a2.plot(*zip(*test), label="test at sigma_train")
+    a2.set_xlabel("epoch"); a2.set_ylabel("accuracy [%]"); a2.grid(alpha=0.3); a2.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
