@@ -113,6 +113,11 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -271,13 +276,22 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"train.warmup_epochs must lie in [0, train.epochs={t.epochs}], got {t.warmup_epochs}")
     if t.method == "empirical" and not t.sigma_values:
         raise ConfigError("train.sigma_values: method 'empirical' needs a list of measured sigma values")
-    sig = cfg.eval.sigmas
+    sig = [_number(v) for v in cfg.eval.sigmas]
     if not sig or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0 for s in sig):
         raise ConfigError(f"eval.sigmas must be a non-empty list of numbers >= 0, got {sig}")
     if sorted(sig) != list(sig) or len(set(sig)) != len(sig):
         raise ConfigError(f"eval.sigmas must be strictly increasing, got {sig}")
     cfg.eval.sigmas = [float(s) for s in sig]
     return cfg
+
+
+def _number(v):
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -1,0 +1,75 @@
+"""The command line: bad input ends with one line, a non-zero exit and no run directory."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import TINY
+
+
+def vant(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "vant.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model.name=resnet17"], "unknown model 'resnet17'"),
+    (["data.name=cifar11"], "unknown data set 'cifar11'"),
+    (["train.sigma=-0.5"], "train.sigma must be >= 0"),
+    (["data.name=cifar10", "data.root=/nonexistent/data"], "CIFAR-10 not found: looked in /nonexistent/data"),
+    (["train.sigmaa=1"], "unknown config key 'train.sigmaa'"),
+    (["train.epochs=many"], "train.epochs: expected an integer"),
+    (["model.kwargs={depth: 3}"], "model.kwargs"),
+])
+def test_bad_input_is_one_line_nonzero_and_leaves_nothing(tmp_path, args, message):
+    out = tmp_path / "runs"
+    r = vant("train", "-q", *TINY, f"out_dir={out}", *args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vant: error:") and message in lines[0], r.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_malformed_config_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  sigma: [1,\n")
+    r = vant("train", "-c", str(bad), f"out_dir={tmp_path / 'runs'}")
+    assert r.returncode == 2 and "not valid YAML" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_checkpoint_via_sweep(tmp_path, trained_run):
+    import shutil
+
+    copy = tmp_path / trained_run.path.name
+    shutil.copytree(trained_run.path, copy)
+    (copy / "checkpoint.pt").write_bytes(b"\x00garbage")
+    r = vant("sweep", str(copy), "--repeats", "5", "-q")
+    assert r.returncode == 2 and "unreadable" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_train_sweep_plot_list(tmp_path, trained_run):
+    import shutil
+
+    copy = tmp_path / "runs" / trained_run.path.name  # the shared fixture run stays untouched
+    shutil.copytree(trained_run.path, copy)
+    r = vant("sweep", str(copy), "--sigmas", "0.2,0.4", "--repeats", "2", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "0.2" in r.stdout and "0.4" in r.stdout
+    assert {0.2, 0.4} <= {float(l.split(",")[0]) for l in (copy / "sweep.csv").read_text().splitlines()[1:]}
+    r = vant("sweep", str(copy), "train.sigma=0.1")
+    assert r.returncode == 2 and "only eval" in r.stderr
+    png = tmp_path / "c.png"
+    assert vant("plot", str(trained_run.path), "-o", str(png)).returncode == 0 and png.is_file()
+    r = vant("list", "runs", "--out-dir", str(trained_run.path.parent))
+    assert trained_run.path.name in r.stdout
+    assert "resnet18" in vant("list", "models").stdout and "tinyimagenet" in vant("list", "datasets").stdout
+
+
+def test_demo_is_reproducible(tmp_path):
+    """The demo pipeline on shrunken settings, run twice in fresh directories: same table."""
+    small = ["run.train.epochs=2", "run.eval.sigmas=[0.3,0.7]", "run.eval.repeats=2"]
+    a = vant("demo", "-q", "--out-dir", str(tmp_path / "a"), *small)
+    b = vant("demo", "-q", "--out-dir", str(tmp_path / "b"), *small)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    table = lambda out: [l for l in out.splitlines() if l.startswith("|")]
+    assert table(a.stdout) == table(b.stdout) and len(table(a.stdout)) == 7
+    assert (tmp_path / "a" / "accuracy_vs_sigma.png").is_file() and (tmp_path / "a" / "results.md").is_file()
