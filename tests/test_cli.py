@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 
 def vant(*args, cwd=None):

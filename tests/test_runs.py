@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import TINY, tiny_config
+from tests.helpers import TINY, tiny_config
 from vant.runs import Run, execute, run_dir
 from vant.train import CheckpointError, TrainingDiverged
 
