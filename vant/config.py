@@ -41,6 +41,8 @@ class DataConfig:
 class ModelConfig:
     name: str = "lenet5"  # registered model (`vant list models`) or tv:<torchvision model>
     kwargs: dict = field(default_factory=dict)  # extra constructor arguments, e.g. {pool: max}
+    quant_bits: Union[int, None] = None  # QAT (Brevitas): weight and activation bit width, 2..16; None = float model
+    quant_act_scale: Union[float, None] = None  # QAT activation step: None = learned (stats-initialised), s = constant, max_val = M_b*s
 
 
 @dataclass
@@ -67,6 +69,9 @@ class TrainConfig:
     channels_last: bool = True  # channels-last memory format on CUDA; ignored on the CPU
     compile: bool = False  # torch.compile the noisy model
     test_every: int = 1  # test accuracy at sigma_train every N epochs (0 = never), one pass
+    optimizer: str = "adam"  # adam | sam: SAM wraps Adam, two forward/backward passes per step
+    sam_rho: float = 0.5  # SAM neighbourhood radius rho (the spec's single-run default for ASAM)
+    sam_adaptive: bool = True  # ASAM: perturbation scaled element-wise by |w| (authors' setting)
 
 
 @dataclass
@@ -274,6 +279,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{key} must be >= 1, got {value}")
     if t.warmup_epochs < 0 or t.warmup_epochs > t.epochs:
         raise ConfigError(f"train.warmup_epochs must lie in [0, train.epochs={t.epochs}], got {t.warmup_epochs}")
+    _resolve_baselines(cfg)
     if t.method == "empirical" and not t.sigma_values:
         raise ConfigError("train.sigma_values: method 'empirical' needs a list of measured sigma values")
     sig = [_number(v) for v in cfg.eval.sigmas]
@@ -283,6 +289,30 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"eval.sigmas must be strictly increasing, got {sig}")
     cfg.eval.sigmas = [float(s) for s in sig]
     return cfg
+
+
+#: Bit widths QAT accepts; the paper sweeps 4, 8 and 16 (spec 2).
+QUANT_BITS = range(2, 17)
+
+
+def _resolve_baselines(cfg: RunConfig) -> None:
+    """Validate the QAT and SAM fields (spec 2); SAM fields of an Adam run are reset so they do not split runs."""
+    m, t = cfg.model, cfg.train
+    if m.quant_bits is not None and m.quant_bits not in QUANT_BITS:
+        raise ConfigError(f"model.quant_bits must be an integer in [2, 16] (or null for a float model), got {m.quant_bits}")
+    if m.quant_act_scale is not None:
+        if m.quant_bits is None:
+            raise ConfigError("model.quant_act_scale is set but model.quant_bits is null; set the bit width too")
+        if not 0 < m.quant_act_scale < float("inf"):
+            raise ConfigError(f"model.quant_act_scale must be a number > 0 (or null for a learned scale), got {m.quant_act_scale}")
+    if t.optimizer not in ("adam", "sam"):
+        raise ConfigError(f"train.optimizer: unknown optimizer {t.optimizer!r}; choose adam or sam")
+    if t.optimizer == "sam":
+        if not 0 < t.sam_rho < float("inf"):
+            raise ConfigError(f"train.sam_rho must be a number > 0, got {t.sam_rho}")
+    else:
+        defaults = TrainConfig()
+        t.sam_rho, t.sam_adaptive = defaults.sam_rho, defaults.sam_adaptive
 
 
 def _number(v):
