@@ -59,11 +59,36 @@ def _host(module: nn.Module, end: int) -> nn.Module:
     return module
 
 
+def paper_types() -> tuple[type, ...]:
+    """:data:`PAPER_TYPES` plus Brevitas' quantized activations when Brevitas is loaded (its quantized
+    convs and linears already subclass ``nn.Conv2d``/``nn.Linear``); see :mod:`vant.qat`."""
+    from .qat import site_types
+
+    return PAPER_TYPES + site_types()
+
+
 def _candidates(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [
-        (name, m) for name, m in model.named_modules()
-        if name and not isinstance(m, NoiseSite) and not isinstance(m, (nn.ModuleList, nn.ModuleDict))
-    ]
+    from .qat import opaque_types
+
+    opaque = opaque_types()  # quantized layers: their inner modules (quantizer proxies) are not sites
+    inside: list[str] = []
+    out = []
+    for name, m in model.named_modules():
+        if not name or isinstance(m, NoiseSite) or isinstance(m, (nn.ModuleList, nn.ModuleDict)):
+            continue
+        if any(name.startswith(p) for p in inside):
+            continue
+        if opaque and isinstance(m, opaque):
+            inside.append(name + ".")
+        out.append((name, m))
+    return out
+
+
+def _is_leaf(m: nn.Module) -> bool:
+    from .qat import opaque_types
+
+    opaque = opaque_types()
+    return not any(True for _ in m.children()) or bool(opaque and isinstance(m, opaque))
 
 
 def select_sites(model: nn.Module, sites: Sites = "paper", types: tuple[type, ...] | None = None) -> list[str]:
@@ -77,10 +102,10 @@ def select_sites(model: nn.Module, sites: Sites = "paper", types: tuple[type, ..
     """
     cands = _candidates(model)
     if isinstance(sites, str) and sites == "paper":
-        return [INPUT] + [n for n, m in cands if isinstance(m, PAPER_TYPES)]
+        return [INPUT] + [n for n, m in cands if isinstance(m, paper_types())]
     if isinstance(sites, str) and sites == "all":
-        return [INPUT] + [n for n, m in cands if not any(True for _ in m.children())]
-    allowed = PAPER_TYPES if types is None else tuple(types)
+        return [INPUT] + [n for n, m in cands if _is_leaf(m)]
+    allowed = paper_types() if types is None else tuple(types)
     if callable(sites):
         chosen = [n for n, m in cands if isinstance(m, allowed) and sites(m, n)]
         if not chosen:
