@@ -22,6 +22,7 @@ from .data import ArrayData, DeviceBatches
 from .evaluate import accuracy
 from .inject import inject_noise_, set_sigma_
 from .models import create_model, model_info
+from .sam import SAM
 from .samplers import make_sampler
 
 
@@ -54,6 +55,9 @@ def build_model(cfg: RunConfig, data: ArrayData) -> nn.Module:
         model = create_model(cfg.model.name, num_classes=data.num_classes, in_channels=data.channels, **cfg.model.kwargs)
     except TypeError as e:
         raise ValueError(f"model.kwargs: {e}") from None
+    if cfg.model.quant_bits is not None:  # QAT: the same model with Brevitas layers, same site names
+        from .qat import quantize_
+        quantize_(model, cfg.model.quant_bits, cfg.model.quant_act_scale)
     inject_noise_(model, cfg.noise.sites, cfg.noise.kind)
     return model
 
@@ -110,6 +114,7 @@ def fit(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Path, dev
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
+    sam = SAM(model.parameters(), t.sam_rho, t.sam_adaptive) if t.optimizer == "sam" else None
     sampler = make_sampler(t.method, t.sigma, theta=t.theta, alpha=t.alpha, mode=t.sampler,
                            values=t.sigma_values, warmup_epochs=t.warmup_epochs, seed=t.seed)
     history: list[dict] = []
@@ -158,6 +163,12 @@ def fit(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Path, dev
                     loss = F.cross_entropy(out, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if sam is not None:  # SAM: the gradient again at w + e(w); same sigma draw, fresh noise
+                    with sam.perturbed(model):
+                        optimizer.zero_grad(set_to_none=True)
+                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                            loss_at_ascent = F.cross_entropy(forward(x), y)
+                        loss_at_ascent.backward()
                 optimizer.step()
                 loss_sum += loss.detach() * len(x)
                 correct += (out.detach().argmax(1) == y).sum()
