@@ -10,6 +10,8 @@ The library surface is small:
 from .inject import INPUT, PAPER_TYPES, inject_noise_, list_modules, noise_sites, remove_noise_, select_sites, set_sigma_
 from .models import create_model, list_models, register_model
 from .noise import NoiseSite, additive, mixed, multiplicative
+from .qat import quantize_
+from .sam import SAM
 from .samplers import ConstantSampler, EmpiricalSampler, VantSampler, WarmupSampler, make_sampler
 
 __version__ = "0.1.0"
@@ -17,6 +19,6 @@ __version__ = "0.1.0"
 __all__ = [
     "INPUT", "PAPER_TYPES", "inject_noise_", "list_modules", "noise_sites", "remove_noise_", "select_sites",
     "set_sigma_", "create_model", "list_models", "register_model", "NoiseSite", "additive", "mixed",
-    "multiplicative", "ConstantSampler", "EmpiricalSampler", "VantSampler", "WarmupSampler", "make_sampler",
+    "multiplicative", "quantize_", "SAM", "ConstantSampler", "EmpiricalSampler", "VantSampler", "WarmupSampler", "make_sampler",
     "__version__",
 ]

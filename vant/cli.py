@@ -116,6 +116,23 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_baselines(args) -> int:
+    import time
+
+    from .baselines import format_table, run_baselines
+
+    tic = time.perf_counter()
+    overrides = list(args.overrides)
+    if args.out_dir:
+        overrides += [f"run.out_dir={args.out_dir}/runs", f"report_dir={args.out_dir}"]
+    result = run_baselines(args.config, overrides, progress=not args.quiet)
+    print()
+    print(format_table(result))
+    print(f"\nfigure: {result['report_dir']}/accuracy_vs_sigma.png   table: {result['report_dir']}/results.md"
+          f"   ({time.perf_counter() - tic:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vant", description="Harden neural networks against noisy analog hardware.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,17 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-q", "--quiet", action="store_true")
     d.add_argument("overrides", nargs="*", help="overrides of configs/demo.yaml, e.g. run.train.epochs=10")
     d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("baselines", help="clean vs NT vs 4-bit QAT vs SAM (Fig. 3), best SAM rho and QAT scale by AUC")
+    b.add_argument("-c", "--config", help="YAML file (default: vant/configs/baselines.yaml, bundled digits on the CPU)")
+    b.add_argument("--out-dir", help="where runs and the report go (default runs/baselines)")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.add_argument("overrides", nargs="*", help="overrides, e.g. sam_rhos=[0.5] run.train.epochs=10")
+    b.set_defaults(func=cmd_baselines)
     return p
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data import DataNotFound
+    from .qat import MissingDependency
     from .runs import RunBusy
     from .train import CheckpointError, TrainingDiverged
 
     return (ConfigError, DataNotFound, CheckpointError, TrainingDiverged, RunBusy, FileNotFoundError, ValueError,
-            KeyError)
+            KeyError, MissingDependency)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,12 +27,13 @@ class CompareConfig:
     report_dir: str = "runs/compare"  # where the table and figure go
 
 
-def load_compare_config(path: str | Path | None, overrides: list[str] | None = None) -> CompareConfig:
+def load_compare_config(path: str | Path | None, overrides: list[str] | None = None, cls=CompareConfig):
+    """An experiment config (``cls``, a dataclass with a ``run`` section) from YAML plus overrides."""
     data = load_yaml(path) if path else {}
     for text in overrides or []:
         key, value = parse_override(text)
         set_dotted(data, key, value)
-    return from_dict(CompareConfig, data)
+    return from_dict(cls, data)
 
 
 def _with(run: RunConfig, **train) -> RunConfig:

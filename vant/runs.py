@@ -52,6 +52,11 @@ def label(cfg: RunConfig) -> str:
     m = t.method if t.method == "clean" else f"{t.method}{t.sigma:g}"
     if t.method == "vant":
         m += f"-a{t.alpha:g}-t{t.theta:g}"
+    q = cfg.model.quant_bits
+    if q is not None:  # QAT: w4a4, plus the constant activation step if there is one
+        m += f"-w{q}a{q}" + (f"-s{cfg.model.quant_act_scale:g}" if cfg.model.quant_act_scale is not None else "")
+    if t.optimizer == "sam":
+        m += f"-{'asam' if t.sam_adaptive else 'sam'}{t.sam_rho:g}"
     return f"{cfg.model.name.replace(':', '_')}-{cfg.data.name}-{m}"
 
 
@@ -246,6 +251,8 @@ def _summarise(run: Run, cfg: RunConfig) -> dict:
     summary = dict(
         run=run.path.name, hash=config_hash(cfg), model=cfg.model.name, dataset=cfg.data.name, method=t.method,
         sigma_train=t.sigma, alpha=t.alpha, theta=t.theta, sampler=t.sampler, epochs=t.epochs, seed=t.seed,
+        quant_bits=cfg.model.quant_bits, quant_act_scale=cfg.model.quant_act_scale, optimizer=t.optimizer,
+        sam_rho=t.sam_rho if t.optimizer == "sam" else None, sam_adaptive=t.sam_adaptive if t.optimizer == "sam" else None,
         final_train_loss=last.get("train_loss"), final_train_acc=last.get("train_acc"),
         train_seconds=round(sum(r["seconds"] for r in epochs), 2) if epochs else None,
         clean_accuracy=clean["mean"][0],
