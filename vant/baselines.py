@@ -101,7 +101,7 @@ def hardening(bc: BaselinesConfig, progress: bool = True, log: Callable[[str], N
     chosen.append((f"{sam_name} (best of {len(sam_rows)})", summaries[("sam", best_rho)]))
     grid = list(base.eval.sigmas)
     rows = [dict(model=name, run=s["run"], clean_acc=s["clean_accuracy"], auc=auc(grid, s["eval"]["mean"]),
-                 acc=dict(zip(s["eval"]["sigmas"], s["eval"]["mean"]))) for name, s in chosen]
+                 acc=s["eval"]["mean"]) for name, s in chosen]  # acc[i] is the mean accuracy at grid[i]
     result = dict(grid=grid, sigma_train=bc.sigma_train, quant_bits=bc.quant_bits, rows=rows,
                   ordering=[r["model"] for r in sorted(rows, key=lambda r: -r["auc"])],
                   sam_grid=dict(best=best_rho, rows=sam_rows), qat_scale_grid=dict(best=best_scale, rows=qat_rows),
@@ -126,11 +126,12 @@ def _value(kind: str, value) -> str:
 
 def format_table(result: dict) -> str:
     grid: Sequence[float] = result["grid"]
-    shown = [s for s in grid if any(abs(s - t) < 1e-9 for t in (grid[0], result["sigma_train"], grid[-1]))]
-    head = " | ".join(f"acc @ {s:g} [%]" for s in shown)
+    near = min(range(len(grid)), key=lambda i: abs(grid[i] - result["sigma_train"]))  # nearest NT's sigma_train
+    shown = sorted({0, near, len(grid) - 1})
+    head = " | ".join(f"acc @ {grid[i]:g} [%]" for i in shown)
     lines = [f"| model | clean acc [%] | {head} | AUC |", "|---|---:|" + "---:|" * len(shown) + "---:|"]
     for r in result["rows"]:
-        accs = " | ".join(f"{r['acc'][_key(r['acc'], s)]:.1f}" for s in shown)
+        accs = " | ".join(f"{r['acc'][i]:.1f}" for i in shown)
         lines.append(f"| {r['model']} | {r['clean_acc']:.1f} | {accs} | {r['auc']:.2f} |")
     for title, g, name in (("SAM rho grid", result["sam_grid"], "rho"), ("QAT constant-scale grid", result["qat_scale_grid"], "scale")):
         if g["rows"]:
@@ -138,10 +139,6 @@ def format_table(result: dict) -> str:
             lines += [f"| {r['value']:g} | {r['clean_acc']:.1f} | {r['auc']:.2f} |" for r in g["rows"]]
     lines += ["", "AUC ordering: " + " > ".join(result["ordering"])]
     return "\n".join(lines)
-
-
-def _key(acc: dict, sigma: float):
-    return next(k for k in acc if abs(k - sigma) < 1e-9)
 
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "baselines.yaml"

@@ -17,7 +17,9 @@ def _print_summary(run) -> None:
     s = run.summary()
     print(f"run: {run.path}")
     print(f"{s['model']} on {s['dataset']}, method={s['method']}, sigma_train={s['sigma_train']:g}"
-          + (f", alpha={s['alpha']:g}, theta={s['theta']:g}" if s["method"] == "vant" else ""))
+          + (f", alpha={s['alpha']:g}, theta={s['theta']:g}" if s["method"] == "vant" else "")
+          + (f", QAT w{s['quant_bits']}a{s['quant_bits']}" if s.get("quant_bits") else "")
+          + (f", {'ASAM' if s['sam_adaptive'] else 'SAM'} rho={s['sam_rho']:g}" if s.get("optimizer") == "sam" else ""))
     print(f"clean accuracy {s['clean_accuracy']:.2f} %, at sigma_train {s['acc_at_sigma_train']:.2f} "
           f"± {s['acc_at_sigma_train_std']:.2f} %, AUC {s['auc']:.2f}")
     _print_curve(s)
