@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import vant
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from vant.config import ConfigError, build_config, resolve
 from vant.inject import select_sites
 

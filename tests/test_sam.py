@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 from vant.config import ConfigError, build_config, config_hash, resolve
 from vant.sam import SAM, frozen_bn_stats
 
