@@ -4,7 +4,9 @@
 Brevitas ``QuantConv2d`` (int weights, one scale per output channel), every ``nn.Linear`` for a
 ``QuantLinear`` (int weights, one scale per tensor) and every ``nn.ReLU`` for a ``QuantReLU`` (unsigned
 activations at the same bit width). Inputs, biases, BatchNorm and pooling stay float, as in the
-authors' QAT models. Weights are copied, so a float checkpoint can start a QAT fine-tune.
+authors' QAT models. Weights are copied, so a float checkpoint can start a QAT fine-tune. The
+model's own layout is kept: LeNet's pooling stays as configured (``model.kwargs: {pool: max}``
+gives the authors' QAT LeNet pooling) and its last Linear keeps its bias (the authors' has none).
 
 Activation scale: ``act_scale=None`` is Brevitas' default, a scale initialised from statistics of
 the first 300 training forward calls and then learned; a number ``s`` is the spec's *constant*
