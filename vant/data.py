@@ -360,14 +360,17 @@ class DeviceBatches:
         n = len(self.x)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=g).to(self.device) if self.train else None
+        # The whole epoch's crop offsets and flips are drawn up front and copied to the device once:
+        # a copy per batch from pageable memory would stall the CUDA stream at every step.
+        aug = crop_flip_params(n, self.pad, self.flip, g, self.device) if self.train and self.augment else None
         for start in range(0, n, self.batch_size):
             if order is None:
                 xb, yb = self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
             else:
                 idx = order[start:start + self.batch_size]
                 xb, yb = self.x[idx], self.y[idx]
-            if self.train and self.augment:
-                xb = random_crop_flip(xb, self.pad, self.flip, g)
+            if aug is not None:
+                xb = crop_flip(xb, self.pad, *(None if p is None else p[start:start + self.batch_size] for p in aug))
             yield self.normalise(xb), yb
 
     __iter__ = epoch
@@ -379,14 +382,25 @@ class DeviceBatches:
 
 def random_crop_flip(x: Tensor, pad: int, flip: bool, generator: torch.Generator) -> Tensor:
     """Per-image random crop from a zero-padded copy, and a random horizontal flip (on x's device)."""
+    return crop_flip(x, pad, *crop_flip_params(len(x), pad, flip, generator, x.device))
+
+
+def crop_flip_params(n: int, pad: int, flip: bool, generator: torch.Generator,
+                     device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Row offsets, column offsets (each in [0, 2*pad]) and flip flags (None without flips) for n images."""
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    mirror = (torch.rand(n, generator=generator) < 0.5) if flip else None
+    return dy.to(device), dx.to(device), None if mirror is None else mirror.to(device)
+
+
+def crop_flip(x: Tensor, pad: int, dy: Tensor, dx: Tensor, mirror: Tensor | None) -> Tensor:
+    """Crop each image of ``x`` at its offsets from a zero-padded copy, mirrored where ``mirror``."""
     b, c, h, w = x.shape
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    if flip:
-        mirror = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    if mirror is not None:
         cols = torch.where(mirror[:, None, None, None], cols.flip(-1), cols)
     bi = torch.arange(b, device=x.device)[:, None, None, None]
     ci = torch.arange(c, device=x.device)[None, :, None, None]

@@ -8,7 +8,7 @@ checks this statistically. The loop mode is the authors' protocol, kept for comp
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,11 +23,12 @@ def _rng_devices(device: torch.device) -> list:
 
 @torch.no_grad()
 def sweep(model: nn.Module, batches: DeviceBatches, sigmas: Sequence[float], repeats: Sequence[int] | int,
-          seed: int, batched: bool = True, autocast: bool = False) -> list[dict]:
+          seed: int, batched: bool = True, autocast: bool = False, forward: Callable | None = None) -> list[dict]:
     """Accuracy (%) at each sigma for each repeat; one row per (sigma, repeat).
 
     Repeat r uses noise seed ``seed + r`` (recorded in its rows). The global RNG is forked, so a
-    sweep in the middle of training does not change the training noise stream.
+    sweep in the middle of training does not change the training noise stream. ``forward`` runs the
+    model (default: ``model`` itself; e.g. ``vant.fastpath.compile_noisy(model)``).
     """
     repeats = range(repeats) if isinstance(repeats, int) else list(repeats)
     sigmas = [float(s) for s in sigmas]
@@ -38,7 +39,8 @@ def sweep(model: nn.Module, batches: DeviceBatches, sigmas: Sequence[float], rep
         with torch.random.fork_rng(devices=_rng_devices(batches.device)):
             for r in repeats:
                 torch.manual_seed(seed + r)
-                correct = (_count_batched if batched else _count_loop)(model, batches, sigmas, autocast)
+                correct = (_count_batched if batched else _count_loop)(model, forward or model, batches, sigmas,
+                                                                       autocast)
                 n = len(batches.x)
                 for s, c in zip(sigmas, correct):
                     rows.append(dict(sigma=s, repeat=r, seed=seed + r, correct=int(c), total=n,
@@ -48,35 +50,39 @@ def sweep(model: nn.Module, batches: DeviceBatches, sigmas: Sequence[float], rep
     return rows
 
 
-def _forward(model, x, autocast: bool):
+def _forward(forward, x, autocast: bool):
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-        return model(x)
+        return forward(x)
 
 
-def _count_loop(model, batches: DeviceBatches, sigmas: list[float], autocast: bool) -> list[int]:
+def _count_loop(model, forward, batches: DeviceBatches, sigmas: list[float], autocast: bool) -> list[int]:
     correct = []
     for s in sigmas:
         set_sigma_(model, s)
         c = torch.zeros((), dtype=torch.long, device=batches.device)
         for x, y in batches.epoch(0):
-            c += (_forward(model, x, autocast).argmax(1) == y).sum()
+            c += (_forward(forward, x, autocast).argmax(1) == y).sum()
         correct.append(c)
     return [int(c) for c in correct]
 
 
-def _count_batched(model, batches: DeviceBatches, sigmas: list[float], autocast: bool) -> list[int]:
+def _count_batched(model, forward, batches: DeviceBatches, sigmas: list[float], autocast: bool) -> list[int]:
     k = len(sigmas)
     # images per forward stays near batches.batch_size: split the test batch across the sigmas
     per = max(1, batches.batch_size // k)
     sig = torch.tensor(sigmas, dtype=torch.float32, device=batches.device)
+    sig_full = sig.repeat_interleave(per)  # reused by every full chunk: no work between forwards but the data
     correct = torch.zeros(k, dtype=torch.long, device=batches.device)
     n = len(batches.x)
     for start in range(0, n, per):
         x = batches.normalise(batches.x[start:start + per])
         y = batches.y[start:start + per]
         b = len(x)
-        set_sigma_(model, sig.repeat_interleave(b))
-        pred = _forward(model, x.repeat(k, *([1] * (x.dim() - 1))), autocast).argmax(1)
+        set_sigma_(model, sig_full if b == per else sig.repeat_interleave(b))
+        xk = x.repeat(k, *([1] * (x.dim() - 1)))
+        if batches.channels_last:
+            xk = xk.contiguous(memory_format=torch.channels_last)
+        pred = _forward(forward, xk, autocast).argmax(1)
         correct += (pred.view(k, b) == y.view(1, b)).sum(1)
     return correct.tolist()
 

@@ -20,6 +20,7 @@ from torch import nn
 from .config import RunConfig
 from .data import ArrayData, DeviceBatches
 from .evaluate import accuracy
+from .fastpath import compile_noisy
 from .inject import inject_noise_, set_sigma_
 from .models import create_model, model_info
 from .sam import SAM
@@ -112,7 +113,9 @@ def fit(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Path, dev
     model.to(device)
     if cfg.train.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # fused: one kernel for the whole update on CUDA instead of a few per parameter group
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
+                                 fused=True if device.type == "cuda" else None)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
     sam = SAM(model.parameters(), t.sam_rho, t.sam_adaptive) if t.optimizer == "sam" else None
     sampler = make_sampler(t.method, t.sigma, theta=t.theta, alpha=t.alpha, mode=t.sampler,
@@ -136,7 +139,9 @@ def fit(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Path, dev
     train_batches = make_batches(cfg, data, device, train=True)
     test_batches = make_batches(cfg, data, device, train=False) if t.test_every else None
     autocast = t.amp and device.type == "cuda"
-    forward = torch.compile(model) if t.compile else model
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+    forward = compile_noisy(model, device) if t.compile else model
     if sampler is None:
         set_sigma_(model, 0.0)
     steps = len(train_batches)
@@ -153,23 +158,15 @@ def fit(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Path, dev
             correct = torch.zeros((), dtype=torch.long, device=device)
             sigma_sum = 0.0
             seen = 0
+            if sampler is not None:  # one sigma per image of the epoch, sent to the device in one copy
+                sig_epoch = sampler(len(data.train_x), epoch)
+                sigma_sum = float(sig_epoch.sum())
+                sig_epoch = sig_epoch.to(device, non_blocking=True)
             for i, (x, y) in enumerate(train_batches.epoch(epoch)):
                 if sampler is not None:
-                    sig = sampler(len(x), epoch)
-                    sigma_sum += float(sig.sum())
+                    sig = sig_epoch[seen:seen + len(x)]
                     set_sigma_(model, sig)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    out = forward(x)
-                    loss = F.cross_entropy(out, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if sam is not None:  # SAM: the gradient again at w + e(w); same sigma draw, fresh noise
-                    with sam.perturbed(model):
-                        optimizer.zero_grad(set_to_none=True)
-                        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                            loss_at_ascent = F.cross_entropy(forward(x), y)
-                        loss_at_ascent.backward()
-                optimizer.step()
+                out, loss = train_step(forward, optimizer, x, y, autocast, sam, model)
                 loss_sum += loss.detach() * len(x)
                 correct += (out.detach().argmax(1) == y).sum()
                 seen += len(x)
@@ -204,6 +201,29 @@ def fit(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Path, dev
         if bar is not None:
             bar.close()
     return history
+
+
+def train_step(forward: Callable, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               autocast: bool = False, sam: SAM | None = None,
+               model: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step (forward, cross-entropy, backward, update); returns (logits, loss).
+
+    With ``sam``, the gradient is taken again at SAM's ascent point of ``model`` (the network that
+    ``forward`` runs) before the update.
+    """
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        out = forward(x)
+        loss = F.cross_entropy(out, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if sam is not None:  # SAM: the gradient again at w + e(w); same sigma draw, fresh noise
+        with sam.perturbed(model):
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss_at_ascent = F.cross_entropy(forward(x), y)
+            loss_at_ascent.backward()
+    optimizer.step()
+    return out, loss
 
 
 def _config_dict(cfg: RunConfig) -> dict:
