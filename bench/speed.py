@@ -36,6 +36,7 @@ from vant.config import PAPER_SIGMAS  # noqa: E402
 from vant.data import DeviceBatches  # noqa: E402
 from vant.evaluate import sweep  # noqa: E402
 from vant.fastpath import compile_noisy  # noqa: E402
+from vant.noise import additive  # noqa: E402
 from vant.samplers import make_sampler  # noqa: E402
 from vant.train import train_step  # noqa: E402
 
@@ -74,16 +75,24 @@ def build(name: str, noisy: bool, device: torch.device) -> torch.nn.Module:
     return model
 
 
-class Trainer:
-    """One training variant: a model, its optimizer, sampler and forward (eager or compiled)."""
+class Network:
+    """A model, its optimizer and its forward (eager, or compiled by vant.compile_noisy)."""
 
-    def __init__(self, name: str, method: str, mode: str, device: torch.device, batches: DeviceBatches):
-        self.model = build(name, method != "clean", device)
-        self.device, self.batches, self.epoch = device, batches, 0
+    def __init__(self, name: str, noisy: bool, mode: str, device: torch.device):
+        self.model = build(name, noisy, device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3,
                                           fused=True if device.type == "cuda" else None)
-        self.sampler = make_sampler(method, SIGMA, theta=THETA, alpha=ALPHA, seed=0)
         self.forward = compile_noisy(self.model, device) if mode == "compiled" else self.model
+
+
+class Trainer:
+    """One training variant: a network and a sigma sampler (None: clean). NT and VANT differ only
+    in their sampler, so they share one noisy network (and its compiled graph)."""
+
+    def __init__(self, net: Network, method: str, device: torch.device, batches: DeviceBatches):
+        self.model, self.optimizer, self.forward = net.model, net.optimizer, net.forward
+        self.device, self.batches, self.epoch = device, batches, 0
+        self.sampler = make_sampler(method, SIGMA, theta=THETA, alpha=ALPHA, seed=0)
         self.autocast = device.type == "cuda"
 
     def run(self, steps: int) -> float:
@@ -164,30 +173,43 @@ def paired_ratio(num: dict, den: dict) -> float | None:
     return round(statistics.median(pairs), 4) if pairs else None
 
 
-def noise_values_per_image(name: str) -> int:
+def site_shapes(name: str, batch: int) -> list[tuple[int, ...]]:
+    """The shape of every noise draw of one forward pass (41 for ResNet-18: shared ReLUs draw twice)."""
     side, _ = SHAPES[name]
     model = build(name, True, torch.device("cpu"))
-    count = [0]
+    shapes = []
     for site in noise_sites(model).values():
-        site.register_forward_hook(lambda m, i, o: count.__setitem__(0, count[0] + o.numel()))
+        site.register_forward_hook(lambda m, i, o: shapes.append((batch,) + tuple(o.shape[1:])))
     set_sigma_(model, 0.1)
     with torch.no_grad():
         model.eval()(torch.zeros(1, 3, side, side))
-    return count[0]
+    return shapes
 
 
-def randn_rate(device: torch.device, n: int, rounds: int) -> float:
-    """Normal values per second that torch.randn draws on ``device`` (the eager path's generator)."""
-    buf = torch.empty(n, device=device)
-    buf.normal_()
-    times = []
-    for _ in range(rounds):
-        sync(device)
-        tic = time.perf_counter()
-        buf.normal_()
-        sync(device)
-        times.append(time.perf_counter() - tic)
-    return n / statistics.median(times)
+def noise_cost(name: str, batch: int, device: torch.device, rounds: int) -> dict:
+    """What one step's eager noise costs on its own: the whole op (draw + add), the draw into fresh
+    buffers, and the generator alone (one warm buffer), each the median of ``rounds``."""
+    shapes = site_shapes(name, batch)
+    xs = [torch.zeros(sh, device=device) for sh in shapes]
+    sig = torch.full((batch,), SIGMA, device=device)
+    total = sum(x.numel() for x in xs)
+    warm = torch.empty(total, device=device)
+    parts = {"noise_op_s": lambda: [additive(x, sig) for x in xs],
+             "draw_fresh_s": lambda: [torch.empty_like(x).normal_() for x in xs],
+             "draw_warm_s": lambda: warm.normal_()}
+    out = {"draws_per_forward": len(shapes), "values_per_image": total // batch}
+    for key, fn in parts.items():
+        fn()
+        times = []
+        for _ in range(rounds):
+            sync(device)
+            tic = time.perf_counter()
+            fn()
+            sync(device)
+            times.append(time.perf_counter() - tic)
+        out[key] = statistics.median(times)
+    out["randn_values_per_s"] = round(total / out["draw_warm_s"])
+    return out
 
 
 def bench_model(name: str, args, device: torch.device, budget: Budget) -> dict:
@@ -206,27 +228,27 @@ def bench_model(name: str, args, device: torch.device, budget: Budget) -> dict:
             continue
         if mode == "compiled":
             torch._dynamo.reset()
-        trainers = {m: Trainer(name, m, mode, device, train_batches) for m in METHODS}
+        clean, noisy = Network(name, False, mode, device), Network(name, True, mode, device)
+        trainers = {m: Trainer(clean if m == "clean" else noisy, m, device, train_batches) for m in METHODS}
         got = timer.measure({m: (lambda t=t: t.run(steps)) for m, t in trainers.items()},
                             work=steps * args.batch, rounds=args.rounds)
         for m, r in got.items():
             r["vs_clean"] = paired_ratio(r, got["clean"])
             res["train"][f"{m}/{mode}"] = r
-        del trainers
+        del trainers, clean, noisy
     t = res["train"]
     if "vant/compiled" in t and "vant/eager" in t and t["vant/compiled"].get("median_s") and t["vant/eager"].get("median_s"):
         res["train_vant_compiled_vs_eager"] = round(t["vant/eager"]["median_s"] / t["vant/compiled"]["median_s"], 4)
 
-    # ---- why LeNet-5 pays more: the eager noise is bounded by how fast normals can be drawn
-    per_image = noise_values_per_image(name)
-    rate = randn_rate(device, per_image * args.batch, rounds=5)
-    gen_s = per_image * args.batch / rate
-    res["noise"] = {"values_per_image": per_image, "randn_values_per_s": round(rate), "randn_s_per_step": gen_s}
+    # ---- what bounds the eager noise: drawing the normals (one CPU thread, MT19937) and one pass
+    res["noise"] = noise_cost(name, args.batch, device, rounds=5)
     clean = t.get("clean/eager", {}).get("median_s")
     if clean:
         step = clean / steps
-        res["noise"]["clean_step_s"] = step
-        res["noise"]["vant_vs_clean_bound_eager"] = round(step / (step + gen_s), 4)
+        n = res["noise"]
+        n["clean_step_s"] = step
+        # forward-only noise work added to a clean step (the backward of a noise site is free)
+        n["vant_vs_clean_bound_eager"] = round(step / (step + n["noise_op_s"]), 4)
 
     # ---- inference and the sigma sweep
     if not args.skip_eval.get(name):
@@ -249,14 +271,13 @@ def bench_model(name: str, args, device: torch.device, budget: Budget) -> dict:
                     set_sigma_(model, torch.full((infer_batch,), SIGMA, device=device))
                 fwd = compile_noisy(model, device) if mode == "compiled" else model
                 variants["noisy" if noisy else "clean"] = infer_fn(fwd, xb, device, args.infer_steps)
+            # model and fwd are now the noisy ones, which the sweep below uses
             got = timer.measure(variants, work=args.infer_steps * infer_batch, rounds=args.rounds)
             got["noisy"]["vs_clean"] = paired_ratio(got["noisy"], got["clean"])
             for v, r in got.items():
                 res["infer"][f"{v}/{mode}"] = r
             if not budget.allow(f"{name} sweep {mode}"):
                 continue
-            model = build(name, True, device)
-            fwd = compile_noisy(model, device) if mode == "compiled" else model
             run = lambda: sweep(model, test, PAPER_SIGMAS, args.repeats, seed=0, batched=True,  # noqa: E731
                                 autocast=device.type == "cuda", forward=fwd)
             got = timer.measure({"sweep": lambda: (run(), sync(device))}, work=k * args.repeats * args.sweep_images,
@@ -322,9 +343,10 @@ def report(out: dict, device: torch.device) -> None:
             print(f"  VANT training, compiled vs eager: {r['train_vant_compiled_vs_eager']:.2f}x")
         n = r.get("noise", {})
         if "vant_vs_clean_bound_eager" in n:
-            print(f"  noise: {n['values_per_image']:,} values/image; randn draws {n['randn_values_per_s'] / 1e6:.0f} M/s "
-                  f"= {n['randn_s_per_step'] * 1e3:.1f} ms/step against a clean step of {n['clean_step_s'] * 1e3:.1f} ms "
-                  f"-> eager VANT/clean at most {n['vant_vs_clean_bound_eager']:.3f} from drawing alone")
+            print(f"  eager noise per step ({n['draws_per_forward']} draws, {n['values_per_image']:,} values/image): "
+                  f"{n['noise_op_s'] * 1e3:.1f} ms, of which drawing {n['draw_fresh_s'] * 1e3:.1f} ms into fresh buffers "
+                  f"({n['draw_warm_s'] * 1e3:.1f} ms into a warm one: {n['randn_values_per_s'] / 1e6:.0f} M values/s); "
+                  f"clean step {n['clean_step_s'] * 1e3:.1f} ms -> VANT/clean <= {n['vant_vs_clean_bound_eager']:.3f}")
         for mode in ("eager", "compiled"):
             s = r.get(f"sweep/{mode}")
             if s and s.get("median_s"):
