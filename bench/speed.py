@@ -223,11 +223,7 @@ def bench_model(name: str, args, device: torch.device, budget: Budget) -> dict:
 
     # ---- training
     res["train"] = {}
-    for mode in args.modes:
-        if not budget.allow(f"{name} train {mode}"):
-            continue
-        if mode == "compiled":
-            torch._dynamo.reset()
+    for mode in modes(args, budget, f"{name} train"):
         clean, noisy = Network(name, False, mode, device), Network(name, True, mode, device)
         trainers = {m: Trainer(clean if m == "clean" else noisy, m, device, train_batches) for m in METHODS}
         got = timer.measure({m: (lambda t=t: t.run(steps)) for m, t in trainers.items()},
@@ -259,11 +255,7 @@ def bench_model(name: str, args, device: torch.device, budget: Budget) -> dict:
         test = synthetic(args.sweep_images, side, classes, per * k, device, False, seed=2)
         xb = test.normalise(test.x[:per].repeat(k, 1, 1, 1))
         res["infer"] = {}
-        for mode in args.modes:
-            if not budget.allow(f"{name} inference {mode}"):
-                continue
-            if mode == "compiled":
-                torch._dynamo.reset()
+        for mode in modes(args, budget, f"{name} inference"):
             variants = {}
             for noisy in (False, True):
                 model = build(name, noisy, device).eval()
@@ -292,6 +284,16 @@ def bench_model(name: str, args, device: torch.device, budget: Budget) -> dict:
                     got["vs_clean"] = round(got["clean_equivalent_s"] / got["median_s"], 4)
             res[f"sweep/{mode}"] = got
     return res
+
+
+def modes(args, budget: Budget, what: str):
+    """The modes (eager, compiled) to run ``what`` in while the budget lasts; compiled ones start
+    from empty dynamo caches (one process compiles many models)."""
+    for mode in args.modes:
+        if budget.allow(f"{what} {mode}"):
+            if mode == "compiled":
+                torch._dynamo.reset()
+            yield mode
 
 
 def best_per(n: int, forward_max: int, k: int) -> int:
@@ -421,16 +423,16 @@ def main(argv=None) -> int:
           f"{env['cpu_threads']} CPU threads, load {env['load_avg']}", flush=True)
     settings = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in vars(args).items()}
     out = {"env": env, "settings": settings, "models": {}, "skipped": budget.skipped}
-    for name in args.models:
-        out["models"][name] = bench_model(name, args, device, budget)
-    if "resnet18" in out["models"]:
-        out["table1"] = {mode: table1_cost(out["models"]["resnet18"], mode) for mode in args.modes}
-    out["env"]["load_avg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    out["env"]["seconds"] = round(time.perf_counter() - budget.start, 1)
-    report(out, device)
     path = Path(args.out or Path(__file__).resolve().parent / "results" / f"speed-{device.type}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    for name in args.models:
+        out["models"][name] = bench_model(name, args, device, budget)
+        if name == "resnet18":
+            out["table1"] = {mode: table1_cost(out["models"]["resnet18"], mode) for mode in args.modes}
+        out["env"]["load_avg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+        out["env"]["seconds"] = round(time.perf_counter() - budget.start, 1)
+        path.write_text(json.dumps(out, indent=2))  # after every model: a run cut short keeps what it measured
+    report(out, device)
     print(f"wrote {path}")
     return 0
 

@@ -67,7 +67,7 @@ class TrainConfig:
     seed: int = 0  # seeds init, data order, augmentation and training noise
     amp: bool = True  # bf16 autocast for the matmuls on CUDA (noise stays fp32); ignored on the CPU
     channels_last: bool = True  # channels-last memory format on CUDA; ignored on the CPU
-    compile: bool = False  # torch.compile the noisy model
+    compile: bool = False  # compile the noisy model (vant.compile_noisy): noise drawn inside fused kernels; use on CUDA
     test_every: int = 1  # test accuracy at sigma_train every N epochs (0 = never), one pass
     optimizer: str = "adam"  # adam | sam: SAM wraps Adam, two forward/backward passes per step
     sam_rho: float = 0.5  # SAM neighbourhood radius rho (the spec's single-run default for ASAM)
