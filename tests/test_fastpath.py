@@ -191,7 +191,7 @@ def test_cuda_compiled_noise_has_the_eager_distribution():
     for dtype in (torch.float32, torch.bfloat16):
         model = _probe().cuda()
         vant.set_sigma_(model, sig)
-        compiled = compile_noisy(model)
+        compiled = compile_noisy(model, "cuda")
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             for forward in (model, compiled):
                 draws = [d.cpu() for d in _draws(forward, x.to(dtype), calls=2)]

@@ -39,7 +39,8 @@ def compile_noisy(model: nn.Module, device: torch.device | str | None = None, *,
     elsewhere. ``mode`` is passed to ``torch.compile`` (e.g. ``"max-autotune-no-cudagraphs"``).
     """
     if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = next(itertools.chain((p.device for p in model.parameters()), (b.device for b in model.buffers()),
+                                      [torch.device("cpu")]))
     if fallback_random is None:
         fallback_random = torch.device(device).type == "cpu"
 
