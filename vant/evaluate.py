@@ -88,6 +88,7 @@ def _count_batched(model, forward, batches: DeviceBatches, sigmas: list[float], 
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: DeviceBatches, sigma: float, seed: int = 0, autocast: bool = False) -> float:
+def accuracy(model: nn.Module, batches: DeviceBatches, sigma: float, seed: int = 0, autocast: bool = False,
+             forward: Callable | None = None) -> float:
     """One noisy pass at one sigma (used for the per-epoch test line)."""
-    return sweep(model, batches, [sigma], 1, seed, batched=False, autocast=autocast)[0]["accuracy"]
+    return sweep(model, batches, [sigma], 1, seed, batched=False, autocast=autocast, forward=forward)[0]["accuracy"]

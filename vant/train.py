@@ -184,7 +184,8 @@ def fit(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Path, dev
                        test_sigma=math.nan)
             if test_batches is not None and ((epoch + 1) % t.test_every == 0 or epoch + 1 == t.epochs):
                 test_sigma = t.sigma
-                row["test_acc"] = accuracy(model, test_batches, test_sigma, seed=cfg.eval.seed, autocast=autocast)
+                row["test_acc"] = accuracy(model, test_batches, test_sigma, seed=cfg.eval.seed, autocast=autocast,
+                                           forward=forward)
                 row["test_sigma"] = test_sigma
             history.append(row)
             save_atomic(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
