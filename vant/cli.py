@@ -82,6 +82,10 @@ def cmd_list(args) -> int:
         for name, info in sorted(_REGISTRY.items()):
             print(f"{name:12s} {info.description}")
         print(f"{'tv:<name>':12s} any torchvision classification model, e.g. tv:resnet18, tv:mobilenet_v3_small")
+    elif args.what == "presets":
+        from .grid import list_presets
+        for name, desc in list_presets().items():
+            print(f"{name:8s} {desc}")
     elif args.what == "datasets":
         from .data import list_datasets
         for name, desc in list_datasets().items():
@@ -135,6 +139,50 @@ def cmd_baselines(args) -> int:
     return 0
 
 
+def cmd_grid(args) -> int:
+    from .grid import dry_run, load_spec, run_grid
+
+    overrides = list(args.overrides)
+    if args.out_dir:
+        overrides.append(f"base.out_dir={args.out_dir}")
+    if args.device:
+        overrides.append(f"base.device={args.device}")
+    spec = load_spec(args.spec, args.profile, overrides)
+    if args.dry_run:
+        dry_run(spec)
+        return 0
+    if args.estimate:
+        from .cost import estimate, format_estimate
+
+        print(format_estimate(estimate(spec, steps=args.estimate_steps, log=print)))
+        return 0
+    result = run_grid(spec, args.dir, executor=args.executor, workers=args.workers, address=args.address,
+                      cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, threads=args.threads,
+                      progress=not args.quiet, report=not args.no_report)
+    print(f"table: {result.grid_dir / 'results.csv'}")
+    if result.report:
+        print("report: " + "  ".join(str(p) for p in result.report))
+    if result.failures:
+        print(f"vant: {len(result.failures)} of {len(result.rows)} grid points did not finish "
+              f"(details in {result.grid_dir / 'errors.log'}); run the same command again to retry them:",
+              file=sys.stderr)
+        for r in result.failures:
+            print(f"  {r['run']}: {r['status']} {r['error'] or ''}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import make_report
+
+    paths = make_report(args.grid_dir)
+    md = next((p for p in paths if p.suffix == ".md"), None)
+    if md is not None and not args.quiet:
+        print(md.read_text())
+    print("report: " + "  ".join(str(p) for p in paths))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vant", description="Harden neural networks against noisy analog hardware.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -164,8 +212,35 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--title", default="")
     pl.set_defaults(func=cmd_plot)
 
-    ls = sub.add_parser("list", help="list models, data sets or runs")
-    ls.add_argument("what", choices=["models", "datasets", "runs"])
+    g = sub.add_parser("grid", help="run a grid of runs (a preset such as fig2, or a YAML spec), resumably")
+    g.add_argument("spec", help="preset name (`vant list presets`) or path of a grid YAML")
+    g.add_argument("overrides", nargs="*", help="spec overrides, e.g. base.train.epochs=5 grid.train.seed=[0,1]")
+    g.add_argument("-p", "--profile", help="profile of the spec: full (the paper's settings, default) or smoke")
+    g.add_argument("--dir", help="grid directory (default <out_dir>/grids/<name>-<profile>)")
+    g.add_argument("--out-dir", help="where the runs go (base.out_dir)")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 (base.device)")
+    g.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or a Ray cluster")
+    g.add_argument("--workers", type=int, default=1, help="local: runs at once, each in its own process")
+    g.add_argument("--threads", type=int, help="local --workers: CPU threads per run (default cores / workers)")
+    g.add_argument("--address", help="ray: cluster address for ray.init (default: start a local instance)")
+    g.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each run declares")
+    g.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run declares (0.1 packs 10 per GPU; "
+                   "default 1 if the cluster has GPUs, else 0)")
+    g.add_argument("--dry-run", action="store_true", help="list the runs and which are done; run nothing")
+    g.add_argument("--estimate", action="store_true", help="time a few training steps per model/data shape on "
+                   "this device and estimate the grid's device-hours; run nothing")
+    g.add_argument("--estimate-steps", type=int, default=3, help="timed training steps per shape")
+    g.add_argument("--no-report", action="store_true", help="do not draw the report at the end")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    g.set_defaults(func=cmd_grid)
+
+    rp = sub.add_parser("report", help="draw a grid's figure and Markdown table from its results.csv")
+    rp.add_argument("grid_dir", help="grid directory (holds grid.yaml and results.csv)")
+    rp.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
+    rp.set_defaults(func=cmd_report)
+
+    ls = sub.add_parser("list", help="list models, data sets, grid presets or runs")
+    ls.add_argument("what", choices=["models", "datasets", "presets", "runs"])
     ls.add_argument("--out-dir", default="runs")
     ls.set_defaults(func=cmd_list)
 
@@ -189,11 +264,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data import DataNotFound
     from .qat import MissingDependency
+    from .grid import GridFailed
     from .runs import RunBusy
     from .train import CheckpointError, TrainingDiverged
 
     return (ConfigError, DataNotFound, CheckpointError, TrainingDiverged, RunBusy, FileNotFoundError, ValueError,
-            KeyError, MissingDependency)
+            KeyError, MissingDependency, GridFailed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,15 +7,15 @@ clean accuracy, accuracy at sigma_train, AUC, rAUC and preserved accuracy, and d
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, build_config, from_dict, load_yaml, merge, parse_override, set_dotted
-from .metrics import auc, envelope, preserved_accuracy, rauc, upper_bound
+from .config import ConfigError, RunConfig, build_config, from_dict, load_yaml, merge, parse_override, set_dotted, to_dict
+from .grid import GridFailed, GridSpec, run_grid
+from .metrics import auc, envelope
 from .plots import accuracy_vs_sigma
-from .runs import Run, execute
+from .report import curve_of, group_upper_bound
 
 
 @dataclass
@@ -36,50 +36,40 @@ def load_compare_config(path: str | Path | None, overrides: list[str] | None = N
     return from_dict(cls, data)
 
 
-def _with(run: RunConfig, **train) -> RunConfig:
-    cfg = dataclasses.replace(run, train=dataclasses.replace(run.train, **train))
-    return cfg
-
-
 def compare(cc: CompareConfig, progress: bool = True, log=print) -> dict:
-    """Run the comparison; returns the table as a dict and writes results.md/json and a figure."""
+    """Run the comparison as a grid (clean, the NT ladder, VANT) in ``report_dir``; returns the table
+    as a dict and writes results.md/json and a figure beside the grid's results.csv."""
     base = cc.run
     if cc.sigma_train <= 0:
         raise ConfigError(f"sigma_train must be > 0, got {cc.sigma_train}")
     grid = list(base.eval.sigmas)
     if not any(abs(s - cc.sigma_train) < 1e-9 for s in grid):
         raise ConfigError(f"sigma_train={cc.sigma_train} must be a point of eval.sigmas {grid} (the NT ladder)")
-    jobs = [("clean", _with(base, method="clean"))]
-    jobs += [(f"NT@{s:g}", _with(base, method="nt", sigma=s)) for s in grid]
-    jobs += [(f"VANT@{cc.sigma_train:g}", _with(base, method="vant", sigma=cc.sigma_train, theta=cc.theta, alpha=cc.alpha))]
-    runs: dict[str, Run] = {}
-    for i, (name, cfg) in enumerate(jobs, 1):
-        log(f"[{i}/{len(jobs)}] {name}")
-        runs[name] = execute(cfg, progress=progress)
-    summaries = {k: r.summary() for k, r in runs.items()}
-    curves = {k: dict(zip(s["eval"]["sigmas"], s["eval"]["mean"])) for k, s in summaries.items()}
-    nt_curves = {s: curves[f"NT@{s:g}"] for s in grid}
-    ub = upper_bound(nt_curves, grid)
-    env = envelope(nt_curves, grid)
-    nt_key, vant_key = f"NT@{cc.sigma_train:g}", f"VANT@{cc.sigma_train:g}"
-    rows = []
-    for key in ("clean", nt_key, vant_key):
-        s = summaries[key]
-        acc = s["eval"]["mean"]
-        rows.append(dict(model=key, run=s["run"], clean_acc=s["clean_accuracy"],
-                         acc_at_sigma_train=curves[key][_k(curves[key], cc.sigma_train)],
-                         auc=auc(grid, acc), rauc=rauc(grid, acc, ub),
-                         pa=(preserved_accuracy(summaries[key]["acc_at_sigma_train"], summaries[nt_key]["acc_at_sigma_train"])
-                             if key == vant_key else None)))
-    result = dict(sigma_train=cc.sigma_train, theta=summaries[vant_key]["theta"], alpha=cc.alpha, grid=grid,
-                  upper_bound=ub, envelope=env, auc_upper_bound=auc(grid, ub), rows=rows,
-                  curves={k: summaries[k]["eval"] for k in summaries})
+    spec = GridSpec(name="compare", description=f"clean vs NT vs VANT at sigma_train={cc.sigma_train:g}",
+                    base=to_dict(base), report={"kind": "curves"},
+                    variants={"clean": {"train.method": "clean"},
+                              "NT": {"train.method": "nt", "grid": {"train.sigma": grid}},
+                              "VANT": {"train.method": "vant", "train.sigma": cc.sigma_train, "train.theta": cc.theta,
+                                       "train.alpha": cc.alpha}})
     out = Path(cc.report_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    res = run_grid(spec, out, progress=progress, report=False, log=log)
+    if res.failures:
+        first = res.failures[0]
+        raise GridFailed(f"{len(res.failures)} of {len(res.rows)} runs failed, first {first['run']}: {first['error']} "
+                         f"(details in {out / 'errors.log'})")
+    rows = {r["variant"] if r["variant"] == "clean" else f"{r['variant']}@{r['train.sigma']:g}": r for r in res.rows}
+    nt_key, vant_key = f"NT@{cc.sigma_train:g}", f"VANT@{cc.sigma_train:g}"
+    curves = {k: dict(zip(("sigmas", "mean", "std"), curve_of(r))) for k, r in rows.items()}
+    ub = group_upper_bound(res.rows, grid)
+    env = envelope({s: dict(zip(*curve_of(rows[f"NT@{s:g}"])[:2])) for s in grid}, grid)
+    table = [dict(model=k, run=rows[k]["run"], clean_acc=rows[k]["clean_acc"],
+                  acc_at_sigma_train=_at(curves[k], cc.sigma_train), auc=rows[k]["auc"], rauc=rows[k]["rauc"],
+                  pa=rows[k]["pa"] if k == vant_key else None) for k in ("clean", nt_key, vant_key)]
+    result = dict(sigma_train=cc.sigma_train, theta=rows[vant_key]["train.theta"], alpha=cc.alpha, grid=grid,
+                  upper_bound=ub, envelope=env, auc_upper_bound=auc(grid, ub), rows=table, curves=curves)
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "results.md").write_text(format_table(result) + "\n")
-    fig = [dict(label=k, sigmas=summaries[k]["eval"]["sigmas"], mean=summaries[k]["eval"]["mean"],
-                std=summaries[k]["eval"]["std"]) for k in ("clean", nt_key, vant_key)]
+    fig = [dict(label=k, **curves[k]) for k in ("clean", nt_key, vant_key)]
     accuracy_vs_sigma(fig, out / "accuracy_vs_sigma.png", upper_bound=dict(sigmas=grid, mean=ub),
                       title=f"{base.model.name} on {base.data.name}: NT vs VANT at sigma_train={cc.sigma_train:g}",
                       mark=cc.sigma_train)
@@ -87,8 +77,9 @@ def compare(cc: CompareConfig, progress: bool = True, log=print) -> dict:
     return result
 
 
-def _k(curve: dict, sigma: float):
-    return next(k for k in curve if abs(k - sigma) < 1e-9)
+def _at(curve: dict, sigma: float) -> float:
+    """The curve's accuracy at ``sigma`` (the comparison reads every model there, the clean one too)."""
+    return next(m for s, m in zip(curve["sigmas"], curve["mean"]) if abs(s - sigma) < 1e-9)
 
 
 def format_table(result: dict) -> str:

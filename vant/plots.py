@@ -14,8 +14,19 @@ def accuracy_vs_sigma(curves: Sequence[dict], path: Path, title: str = "", upper
                       mark: float | None = None) -> Path:
     """One line per curve ``{label, sigmas, mean, std}`` with a +-std band; the UB dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    draw_curves(ax, curves, title, upper_bound, mark)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def draw_curves(ax, curves: Sequence[dict], title: str = "", upper_bound: dict | None = None,
+                mark: float | None = None) -> None:
+    """Draw :func:`accuracy_vs_sigma` into existing axes; a curve may carry its own ``color``."""
     for c in curves:
-        line, = ax.plot(c["sigmas"], c["mean"], marker="o", ms=3, lw=1.6, label=c["label"])
+        line, = ax.plot(c["sigmas"], c["mean"], marker="o", ms=3, lw=1.6, label=c["label"], color=c.get("color"))
         if c.get("std") is not None:
             lo = [m - s for m, s in zip(c["mean"], c["std"])]
             hi = [m + s for m, s in zip(c["mean"], c["std"])]
@@ -31,11 +42,6 @@ def accuracy_vs_sigma(curves: Sequence[dict], path: Path, title: str = "", upper
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def training_curves(rows: Sequence[dict], path: Path, title: str = "") -> Path:

@@ -241,7 +241,14 @@ def curve(rows: list[dict], sigmas: list[float], seed: int, repeats: int) -> dic
     return out
 
 
-def _summarise(run: Run, cfg: RunConfig) -> dict:
+def is_done(cfg: RunConfig) -> bool:
+    """True when the (resolved) config's run is trained and holds every evaluation row it asks for."""
+    run = Run(run_dir(cfg))
+    return run.trained and not _missing_rows(cfg, run.rows())
+
+
+def summary_of(run: Run, cfg: RunConfig) -> dict:
+    """The summary of ``run`` for ``cfg``'s evaluation settings, computed from the stored rows only."""
     rows, epochs = run.rows(), run.epochs()
     t = cfg.train
     grid = curve(rows, cfg.eval.sigmas, cfg.eval.seed, cfg.eval.repeats)
@@ -261,6 +268,14 @@ def _summarise(run: Run, cfg: RunConfig) -> dict:
         eval=dict(sigmas=grid["sigmas"], mean=grid["mean"], std=grid["std"], ci95=_nan_none(grid["ci95"]),
                   repeats=cfg.eval.repeats, seed=cfg.eval.seed, batched=cfg.eval.batched),
     )
+    return summary
+
+
+def _summarise(run: Run, cfg: RunConfig) -> dict:
+    summary = summary_of(run, cfg)
+    t = cfg.train
+    grid = dict(sigmas=summary["eval"]["sigmas"], mean=summary["eval"]["mean"], std=summary["eval"]["std"])
+    epochs = run.epochs()
     write_text_atomic(run.path / "summary.json", json.dumps(summary, indent=2))
     figures = run.path / "figures"
     accuracy_vs_sigma([dict(label=label(cfg), **grid)], figures / "accuracy_vs_sigma.png",

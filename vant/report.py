@@ -1,0 +1,525 @@
+"""Reports of grids, made from the stored results table only: derived metrics, the paper's selection
+rule, a figure (PNG) and the same numbers as a Markdown table beside it.
+
+- :func:`derive` adds rAUC (against the matched NT upper bound of the run's group) and PA (against
+  the NT run trained at the same sigma_train in the group) to the rows of a results table.
+- :func:`select_setting` is the two-step rule of the paper (spec 3.4): keep the settings whose
+  preserved accuracy is at least ``-tolerance`` (0.5 pp by default, spec 9 #11), then take the
+  highest rAUC.
+- Report kinds (``report.kind`` of a grid spec): ``curves`` (accuracy vs sigma with the dashed upper
+  bound; Fig. 2, 3, 4), ``heatmap`` (a metric over two keys with the selected cells framed; Fig. 5, 6),
+  ``table1`` (the selection per sigma_train in the paper's table format) and ``bars`` (rAUC bars
+  with an NT dot and a VANT star, and PA; Fig. 7).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .config import ConfigError, from_dict
+from .metrics import preserved_accuracy, rauc, upper_bound
+from .plots import draw_curves, plt
+
+SYMBOL = {"train.sigma": "σ_train", "train.theta": "θ", "train.alpha": "α"}
+
+
+def _num(v):
+    return round(float(v), 9) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+def _ok(rows: Sequence[dict]) -> list[dict]:
+    return [r for r in rows if r.get("status") == "ok"]
+
+
+def curve_of(row: Mapping) -> tuple[list[float], list[float], list[float]]:
+    """The stored accuracy curve of a results row: sigmas, mean accuracy, std."""
+    pts = sorted((float(k[4:]), v, row.get(f"std@{k[4:]}")) for k, v in row.items()
+                 if k.startswith("acc@") and v is not None and v == v)
+    return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+
+
+def _nt_by_sigma(members: Sequence[dict]) -> dict[float, dict]:
+    return {_num(r["train.sigma"]): r for r in members if r["train.method"] == "nt"}
+
+
+def group_upper_bound(members: Sequence[dict], sigmas: Sequence[float]) -> list[float] | None:
+    """The matched NT diagonal over ``sigmas`` from a group's NT rows, or None if one is missing."""
+    curves = {s: dict(zip(*curve_of(r)[:2])) for s, r in _nt_by_sigma(members).items()}
+    try:
+        return upper_bound(curves, sigmas)
+    except KeyError:
+        return None
+
+
+def derive(rows: Sequence[dict]) -> list[dict]:
+    """Rows with ``rauc`` and ``pa`` filled in where the group holds what they need (None otherwise)."""
+    out = [dict(r, rauc=None, pa=None) for r in rows]
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in _ok(out):
+        groups[r["group"]].append(r)
+    for members in groups.values():
+        nt = _nt_by_sigma(members)
+        for r in members:
+            sig, acc, _ = curve_of(r)
+            ub = group_upper_bound(members, sig) if len(sig) > 1 else None
+            if ub is not None:
+                r["rauc"] = rauc(sig, acc, ub)
+            partner = nt.get(_num(r["train.sigma"]))
+            if r["train.method"] not in ("nt", "clean") and partner is not None:
+                r["pa"] = preserved_accuracy(r["acc_at_sigma_train"], partner["acc_at_sigma_train"])
+    return out
+
+
+def select_setting(cells: Sequence[Mapping], tolerance: float = 0.5, pa: str = "pa", score: str = "rauc"):
+    """The paper's two-step rule: among cells with PA >= -tolerance, the one with the highest score.
+
+    Cells without a PA or score are skipped. Ties go to the higher PA, then to the earlier cell.
+    Returns None when no cell is feasible.
+    """
+    feasible = [c for c in cells if _finite(c.get(pa)) and _finite(c.get(score)) and c[pa] >= -tolerance - 1e-12]
+    if not feasible:
+        return None
+    best = max(range(len(feasible)), key=lambda i: (feasible[i][score], feasible[i][pa], -i))
+    return feasible[best]
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+# ----------------------------------------------------------------------------- formatting helpers
+
+def _fmt(v, spec: str = ".1f", sign: bool = False) -> str:
+    if not _finite(v):
+        return ""
+    return f"{v:+{spec}}" if sign else f"{v:{spec}}"
+
+
+def _short(key: str) -> str:
+    if key.endswith(".name"):  # data.name -> data, model.name -> model
+        return key.split(".")[0]
+    return SYMBOL.get(key, key.split(".")[-1])
+
+
+def _value(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _varying(rows: Sequence[dict], keys: Sequence[str]) -> dict[str, list[str]]:
+    """Per variant, the keys whose value changes between its rows (they name the rows)."""
+    by_variant: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_variant[r["variant"]].append(r)
+    return {v: [k for k in keys if len({str(r.get(k)) for r in rs}) > 1] for v, rs in by_variant.items()}
+
+
+def _row_label(row: dict, varying: dict[str, list[str]]) -> str:
+    parts = [row["variant"]] if row["variant"] else []
+    parts += [f"{_short(k)}={_value(row[k])}" for k in varying.get(row["variant"], [])]
+    return " ".join(parts) or row["run"]
+
+
+def _header(spec, rows: Sequence[dict]) -> list[str]:
+    ok = _ok(rows)
+    lines = [f"# {spec.description.split(':')[0] if spec.description else spec.name}", ""]
+    if spec.description:
+        lines += [spec.description.strip(), ""]
+    lines += [f"Grid `{spec.name}`" + (f", profile `{spec.profile}`" if spec.profile else "")
+              + f": {len(ok)} of {len(rows)} points finished. Made by `vant report` from `results.csv` only.", ""]
+    return lines
+
+
+def _failures(rows: Sequence[dict]) -> list[str]:
+    bad = [r for r in rows if r.get("status") != "ok"]
+    if not bad:
+        return []
+    lines = ["", "## Not finished", ""]
+    lines += [f"- {r['variant']} `{r['run']}`: {r['status']}" + (f" ({r['error']})" if r.get("error") else "")
+              for r in bad]
+    return lines
+
+
+def _title(spec) -> str:
+    import textwrap
+
+    return textwrap.fill(spec.description or spec.name, 110)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- report kinds
+
+@dataclass
+class CurvesReport:
+    panels: dict = field(default_factory=dict)  # title -> list of variants; default one panel of all
+    upper_bound: bool = True  # draw the matched NT upper bound (dashed) where the group has it
+
+
+@dataclass
+class HeatmapReport:
+    variant: str = "VANT"  # the runs that form the map
+    x: str = "train.alpha"  # key along the columns
+    y: str = "train.theta"  # key along the rows
+    metrics: list = field(default_factory=lambda: ["rauc", "pa"])  # one panel each
+    select: str = "all"  # all: one selected cell; per_x: one per column (e.g. per sigma_train)
+    nt_row: bool = False  # add a row with NT at each x (x must be train.sigma)
+    tolerance: float = 0.5  # PA >= -tolerance is feasible (pp)
+
+
+@dataclass
+class Table1Report:
+    variant: str = "VANT"  # the candidate settings
+    by: str = "train.sigma"  # one column per value of this key
+    tolerance: float = 0.5  # PA >= -tolerance is feasible (pp)
+
+
+@dataclass
+class BarsReport:
+    nt: str = "NT"  # variant holding the NT runs (at least at each sigma_train of `vant`)
+    vant: str = "VANT"  # variant holding the VANT runs
+    group_by: list = field(default_factory=lambda: ["data.name", "model.name"])  # one bar colour per group
+    x: str = "train.sigma"  # bars along this key
+
+
+METRIC_NAME = {"rauc": "rAUC [%]", "pa": "preserved accuracy [pp]", "auc": "AUC", "clean_acc": "clean accuracy [%]",
+               "acc_at_sigma_train": "accuracy at σ_train [%]"}
+
+
+def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
+    ok = _ok(rows)
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    panels = opts.panels or {"": variants}
+    for title, names in panels.items():
+        unknown = [n for n in names if n not in variants]
+        if unknown:
+            raise ConfigError(f"report.panels[{title!r}]: unknown variants {unknown}; the grid has {variants}")
+    cols = list(rows[0]) if rows else []
+    keys = cols[cols.index("variant") + 1:cols.index("group")] if rows else []  # the grid keys of the table
+    varying = _varying(ok, keys)
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(6.6 * n, 4.6), dpi=120, squeeze=False, layout="constrained")
+    for ax, (title, names) in zip(axes[0], panels.items()):
+        prow = [r for r in ok if r["variant"] in names]
+        curves = []
+        singles = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][1:])
+        for name in names:
+            vr = [r for r in prow if r["variant"] == name]
+            cmap = plt.get_cmap("viridis")
+            for i, r in enumerate(vr):
+                sig, acc, std = curve_of(r)
+                color = cmap(0.9 * i / max(1, len(vr) - 1)) if len(vr) > 1 else next(singles, None)
+                curves.append(dict(label=_row_label(r, varying), sigmas=sig, mean=acc, std=std, color=color))
+        ub = None
+        if opts.upper_bound:
+            groups = list(dict.fromkeys(r["group"] for r in prow))
+            for g in groups:
+                members = [r for r in ok if r["group"] == g]
+                sig = curve_of(prow[0])[0]
+                bound = group_upper_bound(members, sig)
+                if bound is not None and ub is None:
+                    ub = dict(sigmas=sig, mean=bound, label="upper bound (NT, matched)")
+        marks = {_num(r["train.sigma"]) for r in prow if r["train.method"] != "clean"}
+        draw_curves(ax, curves, title, ub, marks.pop() if len(marks) == 1 else None)
+        if len(curves) > 6:  # many curves: the legend goes beside the axes, not over the curves
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(_title(spec), fontsize=10)
+    png = _save(fig, out / "report.png")
+
+    lines = _header(spec, rows)
+    lines += ["| run | method | σ_train | α | θ | clean acc [%] | acc @ σ_train [%] | AUC | rAUC [%] | PA [pp] |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    labelled = {}
+    for r in ok:  # a run that two variants share (or a repeated point) is listed once
+        labelled.setdefault(_row_label(r, varying), r)
+    for label, r in labelled.items():
+        vant = r["train.method"] == "vant"
+        lines.append(f"| {label} | {r['train.method']} | {_value(r['train.sigma'])} | "
+                     f"{_value(r['train.alpha']) if vant else ''} | {_value(r['train.theta']) if vant else ''} | "
+                     f"{_fmt(r['clean_acc'])} | {_fmt(r['acc_at_sigma_train'])} | {_fmt(r['auc'])} | "
+                     f"{_fmt(r['rauc'])} | {_fmt(r['pa'], sign=True)} |")
+    if ok:
+        sig = curve_of(ok[0])[0]
+        lines += ["", "## Accuracy [%] at each inference σ", "",
+                  "| run | " + " | ".join(_value(s) for s in sig) + " |", "|---|" + "---:|" * len(sig)]
+        for label, r in labelled.items():
+            acc = dict(zip(*curve_of(r)[:2]))
+            lines.append(f"| {label} | " + " | ".join(_fmt(acc.get(s)) for s in sig) + " |")
+        for g in dict.fromkeys(r["group"] for r in ok):
+            bound = group_upper_bound([r for r in ok if r["group"] == g], sig)
+            if bound is not None:
+                lines.append("| upper bound (NT matched) | " + " | ".join(_fmt(v) for v in bound) + " |")
+    md = out / "report.md"
+    md.write_text("\n".join(lines + _failures(rows)) + "\n")
+    return [png, md]
+
+
+def _axis_values(rows: Sequence[dict], key: str) -> list:
+    return sorted({_num(r[key]) for r in rows}, key=lambda v: (isinstance(v, str), v))
+
+
+def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
+    ok = _ok(rows)
+    cells = [r for r in ok if r["variant"] == opts.variant]
+    if not any(r["variant"] == opts.variant for r in rows):
+        raise ConfigError(f"report.variant: the grid has no variant {opts.variant!r}")
+    if opts.select not in ("all", "per_x"):
+        raise ConfigError(f"report.select must be all or per_x, got {opts.select!r}")
+    if opts.nt_row and opts.x != "train.sigma":
+        raise ConfigError("report.nt_row needs x = train.sigma (the NT row is NT trained at each column's sigma)")
+    xs = _axis_values([r for r in rows if r["variant"] == opts.variant], opts.x)
+    ys = _axis_values([r for r in rows if r["variant"] == opts.variant], opts.y)
+    at = {(_num(r[opts.x]), _num(r[opts.y])): r for r in cells}
+    if opts.select == "all":
+        chosen = [select_setting(cells, opts.tolerance)]
+    else:
+        chosen = [select_setting([r for r in cells if _num(r[opts.x]) == x], opts.tolerance) for x in xs]
+    chosen_keys = {(_num(c[opts.x]), _num(c[opts.y])) for c in chosen if c is not None}
+    nt_row = {}
+    if opts.nt_row:
+        groups = {r["group"] for r in cells}
+        for r in ok:
+            if r["train.method"] == "nt" and r["group"] in groups and _num(r["train.sigma"]) in xs:
+                nt_row[_num(r["train.sigma"])] = r
+
+    n = len(opts.metrics)
+    w = max(4.8, 0.62 * len(xs) + 2.2)
+    h = max(3.6, 0.42 * (len(ys) + (1 if opts.nt_row else 0)) + 1.8)
+    fig, axes = plt.subplots(1, n, figsize=(w * n, h), dpi=120, squeeze=False, layout="constrained")
+    small = len(xs) * len(ys) > 60
+    for ax, metric in zip(axes[0], opts.metrics):
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for (x, y), r in at.items():
+            v = r.get(metric)
+            if _finite(v):
+                grid[ys.index(y), xs.index(x)] = v
+        extra = 1 if opts.nt_row else 0
+        full = np.full((len(ys) + extra, len(xs)), np.nan)
+        full[extra:] = grid
+        if opts.nt_row:
+            for x, r in nt_row.items():
+                v = 0.0 if metric == "pa" else r.get(metric)
+                if _finite(v):
+                    full[0, xs.index(x)] = v
+        finite = full[np.isfinite(full)]
+        if metric == "pa":
+            m = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+            cmap, vmin, vmax = plt.get_cmap("RdBu"), -m, m
+        else:
+            cmap = plt.get_cmap("viridis")
+            vmin, vmax = (float(finite.min()), float(finite.max())) if finite.size else (0, 1)
+        cmap = cmap.with_extremes(bad="#dddddd")  # missing or failed cells are grey
+        im = ax.imshow(np.ma.masked_invalid(full), origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
+        for i in range(full.shape[0]):
+            for j in range(full.shape[1]):
+                v = full[i, j]
+                if np.isfinite(v):
+                    lum = np.dot(cmap((v - vmin) / (vmax - vmin) if vmax > vmin else 0.5)[:3], [0.299, 0.587, 0.114])
+                    ax.text(j, i, f"{v:.1f}" if metric != "pa" else f"{v:+.1f}", ha="center", va="center",
+                            fontsize=5.5 if small else 7.5, color="black" if lum > 0.5 else "white")
+        for (x, y) in chosen_keys:
+            ax.add_patch(plt.Rectangle((xs.index(x) - 0.5, ys.index(y) + extra - 0.5), 1, 1, fill=False,
+                                       edgecolor="red", lw=2.2, zorder=3))
+        if opts.nt_row:
+            ax.axhline(0.5, color="black", lw=1.5)
+        ax.set_xticks(range(len(xs)), [_value(x) for x in xs], fontsize=8)
+        ax.set_yticks(range(len(ys) + extra), (["NT"] if extra else []) + [_value(y) for y in ys], fontsize=8)
+        ax.set_xlabel(_short(opts.x))
+        ax.set_ylabel(_short(opts.y))
+        ax.set_title(METRIC_NAME.get(metric, metric), fontsize=10)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    fig.suptitle(_title(spec) + f"\nred frame: the selected setting (PA ≥ −{opts.tolerance:g} pp, then the highest rAUC)",
+                 fontsize=10)
+    png = _save(fig, out / "report.png")
+
+    lines = _header(spec, rows)
+    lines += [f"Selection (spec 3.4): PA ≥ −{opts.tolerance:g} pp, then the highest rAUC"
+              + (", per column." if opts.select == "per_x" else ", over the whole map."), ""]
+    for x, c in zip(xs if opts.select == "per_x" else [None], chosen):
+        where = f"{_short(opts.x)}={_value(x)}: " if x is not None else ""
+        if c is None:
+            lines.append(f"- {where}no feasible setting")
+        else:
+            at_x = "" if x is not None else f"{_short(opts.x)}={_value(c[opts.x])}, "
+            lines.append(f"- {where}{at_x}{_short(opts.y)}={_value(c[opts.y])} "
+                         f"(rAUC {_fmt(c['rauc'])} %, PA {_fmt(c['pa'], sign=True)} pp)")
+    for metric in opts.metrics:
+        lines += ["", f"## {METRIC_NAME.get(metric, metric)}; rows {_short(opts.y)}, columns {_short(opts.x)}"
+                  + ("; selected cells in bold" if chosen_keys else ""), "",
+                  f"| {_short(opts.y)} \\ {_short(opts.x)} | " + " | ".join(_value(x) for x in xs) + " |",
+                  "|---|" + "---:|" * len(xs)]
+        for y in ys:
+            vals = []
+            for x in xs:
+                r = at.get((x, y))
+                s = _fmt(r.get(metric), sign=metric == "pa") if r else ""
+                vals.append(f"**{s}**" if (x, y) in chosen_keys and s else s)
+            lines.append(f"| {_value(y)} | " + " | ".join(vals) + " |")
+        if opts.nt_row:
+            lines.append("| NT | " + " | ".join(
+                ("+0.0" if metric == "pa" else _fmt(nt_row[x].get(metric))) if x in nt_row else "" for x in xs) + " |")
+    md = out / "report.md"
+    md.write_text("\n".join(lines + _failures(rows)) + "\n")
+    return [png, md]
+
+
+def table1(rows: Sequence[dict], variant: str = "VANT", by: str = "train.sigma", tolerance: float = 0.5) -> list[dict]:
+    """Table 1 from results rows: per value of ``by``, the selected setting and NT's rAUC.
+
+    Returns one dict per column: ``{by, selected (row or None), candidates, feasible, nt_rauc}``.
+    """
+    ok = _ok(rows)
+    cand = [r for r in ok if r["variant"] == variant]
+    out = []
+    for v in _axis_values([r for r in rows if r["variant"] == variant], by):
+        cells = [r for r in cand if _num(r[by]) == v]
+        chosen = select_setting(cells, tolerance)
+        groups = {r["group"] for r in cells}
+        nt = [r for r in ok if r["train.method"] == "nt" and r["group"] in groups and _num(r["train.sigma"]) == v]
+        out.append(dict(value=v, selected=chosen, candidates=len(cells),
+                        feasible=sum(1 for c in cells if _finite(c.get("pa")) and c["pa"] >= -tolerance - 1e-12),
+                        nt_rauc=nt[0]["rauc"] if nt else None))
+    return out
+
+
+def format_table1(cols: Sequence[dict], by: str = "train.sigma") -> str:
+    """The paper's Table 1 layout: one column per sigma_train; the best VANT rAUC in bold."""
+    def row(name, f):
+        return f"| {name} | " + " | ".join(f(c) for c in cols) + " |"
+
+    sel = lambda c, k: c["selected"][k] if c["selected"] is not None else None  # noqa: E731
+    best = max((sel(c, "rauc") for c in cols if _finite(sel(c, "rauc"))), default=None)
+    lines = [row(_short(by), lambda c: _value(c["value"])), "|---|" + "---:|" * len(cols),
+             row("α", lambda c: _value(sel(c, "train.alpha")) if c["selected"] else "—"),
+             row("θ", lambda c: _value(sel(c, "train.theta")) if c["selected"] else "—"),
+             row("Preserved Accuracy (pp)", lambda c: _fmt(sel(c, "pa"))),
+             row("rAUC NT [%]", lambda c: _fmt(c["nt_rauc"])),
+             row("rAUC VANT [%]", lambda c: (f"**{_fmt(sel(c, 'rauc'))}**" if sel(c, "rauc") == best
+                                             else _fmt(sel(c, "rauc")))),
+             row("feasible / candidates", lambda c: f"{c['feasible']}/{c['candidates']}")]
+    return "\n".join(lines)
+
+
+def _table1(spec, rows, out: Path, opts: Table1Report) -> list[Path]:
+    if not any(r["variant"] == opts.variant for r in rows):
+        raise ConfigError(f"report.variant: the grid has no variant {opts.variant!r}")
+    cols = table1(rows, opts.variant, opts.by, opts.tolerance)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, layout="constrained")
+    xs = [c["value"] for c in cols]
+    nt = [c["nt_rauc"] if _finite(c["nt_rauc"]) else np.nan for c in cols]
+    va = [c["selected"]["rauc"] if c["selected"] and _finite(c["selected"]["rauc"]) else np.nan for c in cols]
+    pa = [c["selected"]["pa"] if c["selected"] else np.nan for c in cols]
+    a1.plot(xs, nt, "o-", color="C1", label="NT at σ_train")
+    a1.plot(xs, va, "*-", color="C0", ms=10, label="VANT, selected (α, θ)")
+    for c, v in zip(cols, va):
+        if np.isfinite(v):
+            a1.annotate(f"θ={_value(c['selected']['train.theta'])}", (c["value"], v), textcoords="offset points",
+                        xytext=(0, 7), ha="center", fontsize=7)
+    a1.margins(y=0.12)
+    a1.set_xlabel(_short(opts.by)); a1.set_ylabel("rAUC [%]"); a1.grid(alpha=0.3); a1.legend(fontsize=8)
+    a1.set_title("(a) rAUC against the NT upper bound", fontsize=10)
+    width = 0.6 * (min(np.diff(xs)) if len(xs) > 1 else 1.0)
+    a2.bar(xs, pa, width=width, color=["C2" if p >= 0 else "C3" for p in pa])
+    a2.axhline(0, color="black", lw=0.8)
+    a2.axhline(-opts.tolerance, color="grey", ls="--", lw=1, label=f"tolerance −{opts.tolerance:g} pp")
+    a2.set_xlabel(_short(opts.by)); a2.set_ylabel("preserved accuracy [pp]"); a2.grid(alpha=0.3, axis="y")
+    a2.legend(fontsize=8); a2.set_title("(b) PA of the selected setting", fontsize=10)
+    fig.suptitle(_title(spec), fontsize=10)
+    png = _save(fig, out / "report.png")
+    lines = _header(spec, rows)
+    lines += [f"Two-step selection (spec 3.4): keep (α, θ) with PA ≥ −{opts.tolerance:g} pp, then the highest rAUC. "
+              "The PA shown is the raw value.", "", format_table1(cols, opts.by)]
+    md = out / "report.md"
+    md.write_text("\n".join(lines + _failures(rows)) + "\n")
+    return [png, md]
+
+
+def _bars(spec, rows, out: Path, opts: BarsReport) -> list[Path]:
+    ok = _ok(rows)
+    for v in (opts.nt, opts.vant):
+        if not any(r["variant"] == v for r in rows):
+            raise ConfigError(f"report: the grid has no variant {v!r}")
+    label = lambda r: " / ".join(_value(r[k]) for k in opts.group_by)  # noqa: E731
+    groups = list(dict.fromkeys(label(r) for r in rows if r["variant"] == opts.vant))
+    xs = _axis_values([r for r in rows if r["variant"] == opts.vant], opts.x)
+    table: dict[tuple, dict] = {}
+    for r in ok:
+        if r["variant"] == opts.vant:
+            nt = [n for n in ok if n["variant"] == opts.nt and n["group"] == r["group"]
+                  and _num(n["train.sigma"]) == _num(r["train.sigma"])]
+            table.setdefault((label(r), _num(r[opts.x])), dict(vant=r.get("rauc"), nt=nt[0].get("rauc") if nt else None,
+                                                              pa=r.get("pa")))
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(7.5, 0.9 * len(xs) + 2.5), 7.6), dpi=120, sharex=True,
+                                 layout="constrained")
+    width = 0.8 / max(1, len(groups))
+    pos = np.arange(len(xs))
+    for gi, g in enumerate(groups):
+        off = pos - 0.4 + width * (gi + 0.5)
+        va = [table.get((g, x), {}).get("vant") for x in xs]
+        nt = [table.get((g, x), {}).get("nt") for x in xs]
+        pa = [table.get((g, x), {}).get("pa") for x in xs]
+        f = lambda v: [u if _finite(u) else np.nan for u in v]  # noqa: E731
+        color = f"C{gi}"
+        a1.bar(off, f(va), width=width, color=color, alpha=0.35, label=g)
+        a1.plot(off, f(nt), "o", color=color, mec="black", ms=5)
+        a1.plot(off, f(va), "*", color=color, mec="black", ms=10)
+        a2.bar(off, f(pa), width=width, color=color, label=g)
+    a1.plot([], [], "o", color="grey", mec="black", label="NT (dot)")
+    a1.plot([], [], "*", color="grey", mec="black", ms=10, label="VANT (star)")
+    for ax in (a1, a2):
+        ax.set_xticks(pos, [_value(x) for x in xs])
+        ax.grid(alpha=0.3, axis="y")
+    a2.set_xlabel(_short(opts.x))
+    a1.set_ylabel("rAUC [%]"); a1.set_title("(a) rAUC against the NT upper bound", fontsize=10)
+    a1.legend(fontsize=7, ncol=2, loc="lower right")
+    a2.axhline(0, color="black", lw=0.8)
+    a2.set_ylabel("preserved accuracy [pp]"); a2.set_title("(b) preserved accuracy", fontsize=10)
+    a2.legend(fontsize=7)
+    fig.suptitle(_title(spec), fontsize=10)
+    png = _save(fig, out / "report.png")
+    lines = _header(spec, rows)
+    lines += [f"| {' / '.join(_short(k) for k in opts.group_by)} | {_short(opts.x)} | rAUC NT [%] | rAUC VANT [%] | "
+              "gain [pp] | PA [pp] |", "|---|---:|---:|---:|---:|---:|"]
+    for g in groups:
+        for x in xs:
+            t = table.get((g, x))
+            if t is None:
+                continue
+            gain = t["vant"] - t["nt"] if _finite(t["vant"]) and _finite(t["nt"]) else None
+            lines.append(f"| {g} | {_value(x)} | {_fmt(t['nt'])} | {_fmt(t['vant'])} | {_fmt(gain, sign=True)} | "
+                         f"{_fmt(t['pa'], sign=True)} |")
+    md = out / "report.md"
+    md.write_text("\n".join(lines + _failures(rows)) + "\n")
+    return [png, md]
+
+
+REPORTS = {"curves": (CurvesReport, _curves), "heatmap": (HeatmapReport, _heatmap),
+           "table1": (Table1Report, _table1), "bars": (BarsReport, _bars)}
+
+
+def make_report(grid_dir: str | Path) -> list[Path]:
+    """Draw the grid's figure and write its Markdown table, from ``grid.yaml`` and ``results.csv``."""
+    from .grid import GridSpec, read_results
+
+    grid_dir = Path(grid_dir)
+    if not (grid_dir / "grid.yaml").is_file():
+        raise FileNotFoundError(f"{grid_dir} is not a grid directory (no grid.yaml)")
+    spec = from_dict(GridSpec, yaml.safe_load((grid_dir / "grid.yaml").read_text()))
+    rows = read_results(grid_dir)
+    opts = dict(spec.report)
+    kind = opts.pop("kind", "curves")
+    if kind not in REPORTS:
+        raise ConfigError(f"report.kind: unknown kind {kind!r}; choose one of {sorted(REPORTS)}")
+    cls, draw = REPORTS[kind]
+    return draw(spec, rows, grid_dir, from_dict(cls, opts, "report"))
+
+
+__all__ = ["derive", "select_setting", "table1", "format_table1", "make_report", "curve_of", "group_upper_bound"]
