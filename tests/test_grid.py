@@ -136,6 +136,15 @@ def test_cli_errors_are_one_line(capsys):
         assert err.count("\n") == 1 and err.startswith("vant: error:") and message in err, err
 
 
+def test_one_process_per_grid_directory(tmp_path):
+    from vant.runs import RunBusy, _lock
+
+    spec = write_spec(tmp_path / "g.yaml", base=BASE, variants={"NT": {"train.method": "nt", "train.sigma": 0.1}})
+    (tmp_path / "gd").mkdir()
+    with _lock(tmp_path / "gd", "grid"), pytest.raises(RunBusy, match="grid .*gd is being worked on"):
+        run_grid(load_spec(spec), tmp_path / "gd", **QUIET)
+
+
 # ----------------------------------------------------------------------------- running grids
 
 def _grid_cmd(spec, out):

@@ -69,7 +69,7 @@ def measure(cfg: RunConfig, shape: Shape, steps: int = 3) -> dict:
     device = resolve_device(cfg.device)
     bs = cfg.train.batch_size
     g = torch.Generator().manual_seed(0)
-    n_train, n_test = bs * steps, min(shape.test_n, 2 * cfg.eval.batch_size)
+    n_train, n_test = bs * steps, min(shape.test_n, cfg.eval.batch_size)
     rand = lambda n: torch.randint(0, 256, (n, shape.channels, shape.side, shape.side), dtype=torch.uint8, generator=g)  # noqa: E731
     data = ArrayData(name=cfg.data.name, train_x=rand(n_train), train_y=torch.randint(0, shape.classes, (n_train,), generator=g),
                      test_x=rand(n_test), test_y=torch.randint(0, shape.classes, (n_test,), generator=g),

@@ -42,7 +42,7 @@ from .config import (NON_SEMANTIC, ConfigError, RunConfig, from_dict, load_yaml,
                      set_dotted, to_dict)
 from .data import check_dataset_name
 from .models import model_info
-from .runs import Run, is_done, read_csv, run_dir, summary_of, write_csv, write_text_atomic
+from .runs import Run, _lock, is_done, read_csv, run_dir, summary_of, write_csv, write_text_atomic
 
 PRESETS = Path(__file__).parent / "presets"
 
@@ -440,6 +440,13 @@ def run_grid(spec: GridSpec, grid_dir: str | Path | None = None, executor: str =
     jobs = expand(spec)
     grid_dir = Path(grid_dir) if grid_dir else default_grid_dir(spec)
     grid_dir.mkdir(parents=True, exist_ok=True)
+    with _lock(grid_dir, "grid"):  # one process per grid directory: two would race on results.csv
+        return _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gpus_per_run, threads,
+                         progress, report, log)
+
+
+def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gpus_per_run, threads, progress,
+              report, log) -> GridResult:
     write_text_atomic(grid_dir / "grid.yaml", yaml.safe_dump(spec_dict(spec), sort_keys=False, allow_unicode=True))
     keys = grid_keys(jobs)
     rows = [job_row(j, grid_dir, keys=keys) for j in jobs]

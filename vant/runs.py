@@ -114,13 +114,13 @@ def read_csv(path: Path) -> list[dict]:
 
 
 @contextmanager
-def _lock(directory: Path):
+def _lock(directory: Path, what: str = "run"):
     fd = os.open(directory / ".lock", os.O_CREAT | os.O_RDWR)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunBusy(f"run {directory} is being worked on by another process") from None
+            raise RunBusy(f"{what} {directory} is being worked on by another process") from None
         yield
     finally:
         os.close(fd)
