@@ -213,7 +213,7 @@ def test_every_preset_smoke_profile_end_to_end(smoke):
     md = {p: (results[p].grid_dir / "report.md").read_text() for p in PRESETS}
     assert all(f"| NT σ_train={s} | nt | {s} |" in md["fig2"] for s in ("0.1", "0.3"))
     assert "| upper bound (NT matched) |" in md["fig2"]
-    assert "| clean | clean |" in md["fig3"] and "| NT | nt | 0.3 |" in md["fig3"]
+    assert "| clean | clean |" in md["fig3"] and "| NT σ_train=0.3 | nt | 0.3 |" in md["fig3"]
     assert all(f"| VANT-theta θ={t} | vant |" in md["fig4"] for t in ("0.05", "0.25"))
     assert all(f"| VANT-alpha α={a} | vant |" in md["fig4"] for a in ("0.25", "0.45"))
     assert md["fig5"].count("\n| 0.05 |") == 2 and md["fig5"].count("\n| 0.25 |") == 2  # a theta row per metric

@@ -120,7 +120,10 @@ def _varying(rows: Sequence[dict], keys: Sequence[str]) -> dict[str, list[str]]:
 
 def _row_label(row: dict, varying: dict[str, list[str]]) -> str:
     parts = [row["variant"]] if row["variant"] else []
-    parts += [f"{_short(k)}={_value(row[k])}" for k in varying.get(row["variant"], [])]
+    keys = varying.get(row["variant"], [])
+    if not keys and row["train.method"] in ("nt", "vant"):  # a lone noisy run still says its sigma_train
+        keys = ["train.sigma"]
+    parts += [f"{_short(k)}={_value(row[k])}" for k in keys]
     return " ".join(parts) or row["run"]
 
 
