@@ -112,6 +112,19 @@ def test_expansion_variants_profiles_and_overrides(tmp_path):
     assert group_key(jobs[0].config) == group_key(jobs[4].config) != group_key(other)
 
 
+@pytest.mark.parametrize("preset,points,runs", [("fig2", 14, 14), ("fig3", 13, 13), ("fig4", 26, 25), ("fig5", 123, 123),
+                                                 ("fig6", 146, 146), ("table1", 146, 146), ("fig7", 100, 100)])
+def test_full_presets_are_valid_and_share_runs(preset, points, runs):
+    jobs = expand(load_spec(preset))  # every config of the paper-scale grid checked, nothing run
+    assert len(jobs) == points and len({j.path for j in jobs}) == runs
+    if preset in ("fig4", "fig5", "fig6", "table1"):  # the ladder of fig2, shared
+        assert {j.path for j in expand(load_spec("fig2"))} <= {j.path for j in jobs}
+    if preset == "fig7":  # Table 1's theta per sigma_train, alpha 0.45, the CINIC/Tiny recipe
+        vant = [j.config.train for j in jobs if j.variant == "VANT" and j.config.data.name == "tinyimagenet"]
+        assert {(t.sigma, t.theta) for t in vant} >= {(0.5, 0.25), (1.7, 0.95), (2.1, 0.85)}
+        assert all(t.warmup_epochs == 100 and t.weight_decay == 1e-4 and t.epochs == 400 for t in vant)
+
+
 @pytest.mark.parametrize("spec,message", [
     (dict(base=BASE, grid={"train.sigmaa": [1]}), "unknown config key 'train.sigmaa'"),
     (dict(base=BASE, grid={"train.sigma": 0.5}), "grid.train.sigma: a grid key needs a non-empty list"),
@@ -214,6 +227,8 @@ def test_every_preset_smoke_profile_end_to_end(smoke):
     assert all(f"| NT σ_train={s} | nt | {s} |" in md["fig2"] for s in ("0.1", "0.3"))
     assert "| upper bound (NT matched) |" in md["fig2"]
     assert "| clean | clean |" in md["fig3"] and "| NT σ_train=0.3 | nt | 0.3 |" in md["fig3"]
+    assert "| QAT-4b | clean |" in md["fig3"] and "| SAM ρ=0.05 | clean |" in md["fig3"]
+    assert "Best SAM by AUC (drawn in the figure): SAM ρ=" in md["fig3"]
     assert all(f"| VANT-theta θ={t} | vant |" in md["fig4"] for t in ("0.05", "0.25"))
     assert all(f"| VANT-alpha α={a} | vant |" in md["fig4"] for a in ("0.25", "0.45"))
     assert md["fig5"].count("\n| 0.05 |") == 2 and md["fig5"].count("\n| 0.25 |") == 2  # a theta row per metric

@@ -57,11 +57,12 @@ def data_shape(cfg: RunConfig) -> Shape:
 
 
 def _shape_key(cfg: RunConfig) -> str:
-    """Runs with the same key cost the same per step: model, input shape, batch, noise, speed settings."""
+    """Runs with the same key cost the same per step: model (float or quantized), input shape, batch,
+    noise, optimizer (SAM takes two passes) and speed settings."""
     t = cfg.train
-    return json.dumps([cfg.model.name, cfg.model.kwargs, cfg.data.name, cfg.data.image_size, t.batch_size,
-                       cfg.eval.batch_size, cfg.noise.sites, cfg.noise.kind, t.amp, t.channels_last, t.compile],
-                      sort_keys=True, default=str)
+    return json.dumps([cfg.model.name, cfg.model.kwargs, cfg.model.quant_bits, cfg.data.name, cfg.data.image_size,
+                       t.batch_size, cfg.eval.batch_size, cfg.noise.sites, cfg.noise.kind, t.optimizer, t.amp,
+                       t.channels_last, t.compile], sort_keys=True, default=str)
 
 
 def measure(cfg: RunConfig, shape: Shape, steps: int = 3) -> dict:
@@ -130,12 +131,14 @@ def estimate(spec: GridSpec, steps: int | None = None, log=print) -> dict:
     for key, members in groups.items():
         cfg = members[0].config
         shape = data_shape(cfg)
-        log(f"timing {cfg.model.name} on {cfg.data.name} ({shape.channels}x{shape.side}x{shape.side}, "
+        q = cfg.model.quant_bits
+        name = cfg.model.name + (f" W{q}A{q}" if q else "") + (" SAM" if cfg.train.optimizer == "sam" else "")
+        log(f"timing {name} on {cfg.data.name} ({shape.channels}x{shape.side}x{shape.side}, "
             f"batch {cfg.train.batch_size}): {steps} steps ...")
         m = measure(cfg, shape, steps)
         secs = [run_seconds(j.config, shape, m) for j in members]
         todo = [s for j, s in zip(members, secs) if not is_done(j.config)]
-        rows.append(dict(model=cfg.model.name, kwargs=cfg.model.kwargs, data=cfg.data.name, side=shape.side,
+        rows.append(dict(model=name, kwargs=cfg.model.kwargs, data=cfg.data.name, side=shape.side,
                          batch=cfg.train.batch_size, runs=len(members), runs_todo=len(todo),
                          epochs=sorted({j.config.train.epochs for j in members}), **{k: round(v, 4) for k, v in m.items()},
                          hours=sum(secs) / 3600, hours_todo=sum(todo) / 3600))

@@ -46,11 +46,11 @@ from .runs import Run, _lock, is_done, read_csv, run_dir, summary_of, write_csv,
 
 PRESETS = Path(__file__).parent / "presets"
 
-#: Keys that say *how a model was hardened*, not in which setting: runs that differ only in these
-#: share one NT upper bound (their "group"). Keys a config lacks are ignored, so baselines that add
-#: fields (quantisation bits, the optimizer) can be listed here ahead of time.
+#: Keys of the training-noise recipe: runs that differ only in these share one NT upper bound (their
+#: "group"). QAT and SAM settings are not among them, so a quantized or SAM-trained model is measured
+#: against an NT ladder trained the same way (none in Fig. 3, which compares AUC).
 RECIPE_KEYS = ("train.method", "train.sigma", "train.alpha", "train.theta", "train.sampler", "train.sigma_values",
-               "train.warmup_epochs", "model.quant_bits", "train.optimizer", "train.sam_rho")
+               "train.warmup_epochs")
 #: Columns every results table has, besides the grid keys.
 STANDARD_KEYS = ("model.name", "data.name", "train.method", "train.sigma", "train.alpha", "train.theta")
 METRICS = ("clean_acc", "acc_at_sigma_train", "acc_at_sigma_train_std", "auc", "rauc", "pa", "epochs",

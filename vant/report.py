@@ -25,7 +25,8 @@ from .config import ConfigError, from_dict
 from .metrics import preserved_accuracy, rauc, upper_bound
 from .plots import draw_curves, plt
 
-SYMBOL = {"train.sigma": "σ_train", "train.theta": "θ", "train.alpha": "α"}
+SYMBOL = {"train.sigma": "σ_train", "train.theta": "θ", "train.alpha": "α", "train.sam_rho": "ρ",
+          "model.quant_act_scale": "scale", "model.quant_bits": "bits"}
 
 
 def _num(v):
@@ -86,6 +87,11 @@ def select_setting(cells: Sequence[Mapping], tolerance: float = 0.5, pa: str = "
         return None
     best = max(range(len(feasible)), key=lambda i: (feasible[i][score], feasible[i][pa], -i))
     return feasible[best]
+
+
+def best_by_auc(rows: Sequence[dict]) -> dict:
+    """The row with the highest AUC (the first on ties): how spec 2 picks SAM's rho and QAT's constant scale."""
+    return max(rows, key=lambda r: r["auc"] if _finite(r.get("auc")) else -np.inf)
 
 
 def _finite(v) -> bool:
@@ -165,6 +171,7 @@ def _save(fig, path: Path) -> Path:
 class CurvesReport:
     panels: dict = field(default_factory=dict)  # title -> list of variants; default one panel of all
     upper_bound: bool = True  # draw the matched NT upper bound (dashed) where the group has it
+    best: list = field(default_factory=list)  # variants drawn by their highest-AUC run only (spec 2: SAM's rho, QAT's scale)
 
 
 @dataclass
@@ -216,11 +223,15 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
         singles = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"][1:])
         for name in names:
             vr = [r for r in prow if r["variant"] == name]
+            suffix = ""
+            if name in opts.best and vr:
+                suffix = f" (best AUC of {len(vr)})" if len(vr) > 1 else ""
+                vr = [best_by_auc(vr)]
             cmap = plt.get_cmap("viridis")
             for i, r in enumerate(vr):
                 sig, acc, std = curve_of(r)
                 color = cmap(0.9 * i / max(1, len(vr) - 1)) if len(vr) > 1 else next(singles, None)
-                curves.append(dict(label=_row_label(r, varying), sigmas=sig, mean=acc, std=std, color=color))
+                curves.append(dict(label=_row_label(r, varying) + suffix, sigmas=sig, mean=acc, std=std, color=color))
         ub = None
         if opts.upper_bound:
             groups = list(dict.fromkeys(r["group"] for r in prow))
@@ -249,6 +260,10 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
                      f"{_value(r['train.alpha']) if vant else ''} | {_value(r['train.theta']) if vant else ''} | "
                      f"{_fmt(r['clean_acc'])} | {_fmt(r['acc_at_sigma_train'])} | {_fmt(r['auc'])} | "
                      f"{_fmt(r['rauc'])} | {_fmt(r['pa'], sign=True)} |")
+    for name in opts.best:
+        vr = [r for r in ok if r["variant"] == name]
+        if vr:
+            lines.append(f"\nBest {name} by AUC (drawn in the figure): {_row_label(best_by_auc(vr), varying)}.")
     if ok:
         sig = curve_of(ok[0])[0]
         lines += ["", "## Accuracy [%] at each inference σ", "",
