@@ -23,12 +23,14 @@ def _rng_devices(device: torch.device) -> list:
 
 @torch.no_grad()
 def sweep(model: nn.Module, batches: DeviceBatches, sigmas: Sequence[float], repeats: Sequence[int] | int,
-          seed: int, batched: bool = True, autocast: bool = False, forward: Callable | None = None) -> list[dict]:
+          seed: int, batched: bool = True, autocast: bool = False, forward: Callable | None = None,
+          site: int | str | None = None) -> list[dict]:
     """Accuracy (%) at each sigma for each repeat; one row per (sigma, repeat).
 
     Repeat r uses noise seed ``seed + r`` (recorded in its rows). The global RNG is forked, so a
     sweep in the middle of training does not change the training noise stream. ``forward`` runs the
-    model (default: ``model`` itself; e.g. ``vant.fastpath.compile_noisy(model)``).
+    model (default: ``model`` itself; e.g. ``vant.fastpath.compile_noisy(model)``). ``site`` (index or
+    name) makes only that site noisy, the others silent (walking noise); by default every site is.
     """
     repeats = range(repeats) if isinstance(repeats, int) else list(repeats)
     sigmas = [float(s) for s in sigmas]
@@ -40,7 +42,7 @@ def sweep(model: nn.Module, batches: DeviceBatches, sigmas: Sequence[float], rep
             for r in repeats:
                 torch.manual_seed(seed + r)
                 correct = (_count_batched if batched else _count_loop)(model, forward or model, batches, sigmas,
-                                                                       autocast)
+                                                                       autocast, site)
                 n = len(batches.x)
                 for s, c in zip(sigmas, correct):
                     rows.append(dict(sigma=s, repeat=r, seed=seed + r, correct=int(c), total=n,
@@ -55,10 +57,14 @@ def _forward(forward, x, autocast: bool):
         return forward(x)
 
 
-def _count_loop(model, forward, batches: DeviceBatches, sigmas: list[float], autocast: bool) -> list[int]:
+def _set(model, sigma, site):
+    set_sigma_(model, sigma if site is None else {site: sigma})
+
+
+def _count_loop(model, forward, batches: DeviceBatches, sigmas: list[float], autocast: bool, site=None) -> list[int]:
     correct = []
     for s in sigmas:
-        set_sigma_(model, s)
+        _set(model, s, site)
         c = torch.zeros((), dtype=torch.long, device=batches.device)
         for x, y in batches.epoch(0):
             c += (_forward(forward, x, autocast).argmax(1) == y).sum()
@@ -66,7 +72,8 @@ def _count_loop(model, forward, batches: DeviceBatches, sigmas: list[float], aut
     return [int(c) for c in correct]
 
 
-def _count_batched(model, forward, batches: DeviceBatches, sigmas: list[float], autocast: bool) -> list[int]:
+def _count_batched(model, forward, batches: DeviceBatches, sigmas: list[float], autocast: bool,
+                   site=None) -> list[int]:
     k = len(sigmas)
     # images per forward stays near batches.batch_size: split the test batch across the sigmas
     per = max(1, batches.batch_size // k)
@@ -78,7 +85,7 @@ def _count_batched(model, forward, batches: DeviceBatches, sigmas: list[float], 
         x = batches.normalise(batches.x[start:start + per])
         y = batches.y[start:start + per]
         b = len(x)
-        set_sigma_(model, sig_full if b == per else sig.repeat_interleave(b))
+        _set(model, sig_full if b == per else sig.repeat_interleave(b), site)
         xk = x.repeat(k, *([1] * (x.dim() - 1)))
         if batches.channels_last:
             xk = xk.contiguous(memory_format=torch.channels_last)

@@ -292,3 +292,17 @@ def _nan_none(values):
 
 def run_from_args(config_path: str | None, overrides: list[str], progress: bool = True) -> Run:
     return execute(build_config(config_path, overrides), progress=progress)
+
+
+def load_trained(run: Run, device: str | torch.device = "auto"):
+    """The trained model of a finished run (noise sites injected, all silent), its test batches
+    and data set: what re-evaluating a run needs. Returns ``(model, test_batches, data)``."""
+    if not run.trained:
+        raise ValueError(f"run {run.path} has not finished training; run `vant train` on its config first")
+    cfg = resolve(run.config)
+    dev = resolve_device(device if device != "auto" else cfg.device)
+    data = load_dataset(cfg.data.name, cfg.data.root, False, model_input_size(cfg), cfg.data.augment)
+    model = build_model(cfg, data)
+    model.load_state_dict(load_checkpoint(run.path / "checkpoint.pt", "cpu")["model"])
+    model.to(dev).eval()
+    return model, make_batches(cfg, data, dev, train=False), data
