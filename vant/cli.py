@@ -86,6 +86,10 @@ def cmd_list(args) -> int:
         from .grid import list_presets
         for name, desc in list_presets().items():
             print(f"{name:8s} {desc}")
+    elif args.what == "scenarios":
+        from .scenarios import list_scenarios, load_scenario
+        for name in list_scenarios():
+            print(f"{name:18s} {load_scenario(name).describe()}")
     elif args.what == "datasets":
         from .data import list_datasets
         for name, desc in list_datasets().items():
@@ -183,6 +187,51 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .scenario_eval import compare_on_scenario, format_table
+    from .scenarios import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    print(scenario.describe())
+    out = args.out_dir or (None if len(args.runs) == 1 else f"runs/compare-{scenario.name}")
+    result = compare_on_scenario(args.runs, scenario, out_dir=out, progress=not args.quiet, repeats=args.repeats,
+                                 seed=args.seed, threshold=args.threshold, worst_q=args.worst,
+                                 device=args.device or "auto")
+    print(format_table(result["rows"]))
+    where = result.get("report_dir") or result["rows"][0]["dir"]
+    print(f"\nfigure: {where}/scenario.png   rows and summary: " + ", ".join(r["dir"] for r in result["rows"]))
+    return 0
+
+
+def cmd_sensitivity(args) -> int:
+    from .sensitivity import format_table, log_grid, sensitivity
+
+    sigmas = log_grid(args.min, args.max, args.per_decade)
+    summary = sensitivity(args.run, sigmas, repeats=args.repeats, seed=args.seed, sites=args.sites,
+                          device=args.device or "auto", progress=not args.quiet)
+    print(format_table(summary))
+    print(f"\nfigure: {summary['dir']}/sensitivity.png")
+    return 0
+
+
+def cmd_scenario_compare(args) -> int:
+    import time
+
+    from .profile import PRESET, load_profile_config, profile_compare
+    from .scenario_eval import format_table
+
+    tic = time.perf_counter()
+    overrides = list(args.overrides)
+    if args.out_dir:
+        overrides += [f"run.out_dir={args.out_dir}/runs", f"report_dir={args.out_dir}"]
+    result = profile_compare(load_profile_config(args.config or PRESET, overrides), progress=not args.quiet)
+    print()
+    print(format_table(result["rows"]))
+    print(f"\nfigure: {result['report_dir']}/scenario.png   table: {result['report_dir']}/results.md"
+          f"   ({time.perf_counter() - tic:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vant", description="Harden neural networks against noisy analog hardware.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -239,8 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
     rp.set_defaults(func=cmd_report)
 
-    ls = sub.add_parser("list", help="list models, data sets, grid presets or runs")
-    ls.add_argument("what", choices=["models", "datasets", "presets", "runs"])
+    ls = sub.add_parser("list", help="list models, data sets, grid presets, runs or bundled scenarios")
+    ls.add_argument("what", choices=["models", "datasets", "presets", "runs", "scenarios"])
     ls.add_argument("--out-dir", default="runs")
     ls.set_defaults(func=cmd_list)
 
@@ -257,6 +306,37 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true")
     b.add_argument("overrides", nargs="*", help="overrides, e.g. sam_rhos=[0.5] run.train.epochs=10")
     b.set_defaults(func=cmd_baselines)
+
+    ev = sub.add_parser("evaluate", help="evaluate runs on a noise scenario (fleet of devices, drift over time)")
+    ev.add_argument("runs", nargs="+", help="run directories (several: one table and figure)")
+    ev.add_argument("--scenario", required=True, help="scenario YAML file, or a bundled name (vant list scenarios)")
+    ev.add_argument("--repeats", type=int, default=3, help="noisy passes over the test set per (device, time) point")
+    ev.add_argument("--seed", type=int, help="base seed of the evaluation noise (default: the run's eval.seed)")
+    ev.add_argument("--threshold", type=float, help="accuracy [%%]: report the share of device-time below it")
+    ev.add_argument("--worst", type=float, default=0.05, help="share of device-time for the worst-case accuracy")
+    ev.add_argument("-o", "--out-dir", help="where the comparison table and figure go (several runs)")
+    ev.add_argument("--device")
+    ev.add_argument("-q", "--quiet", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
+
+    se = sub.add_parser("sensitivity", help="walking noise: noise at one site at a time, sigma_mid per site")
+    se.add_argument("run", help="run directory")
+    se.add_argument("--min", type=float, default=0.01, help="smallest sigma of the log grid")
+    se.add_argument("--max", type=float, default=100.0, help="largest sigma of the log grid")
+    se.add_argument("--per-decade", type=int, default=4, help="grid points per decade")
+    se.add_argument("--repeats", type=int, default=2, help="noisy passes per (site, sigma)")
+    se.add_argument("--seed", type=int, help="base seed of the evaluation noise (default: the run's eval.seed)")
+    se.add_argument("--sites", nargs="+", help="fnmatch patterns of the sites to walk (default: all)")
+    se.add_argument("--device")
+    se.add_argument("-q", "--quiet", action="store_true")
+    se.set_defaults(func=cmd_sensitivity)
+
+    sc = sub.add_parser("scenario-compare", help="train NT, paper VANT and scenario-fitted VANT; compare on a scenario")
+    sc.add_argument("-c", "--config", help="preset YAML (default: vant/configs/scenario_compare.yaml)")
+    sc.add_argument("--out-dir", help="where runs and the report go (default runs/scenario_compare)")
+    sc.add_argument("-q", "--quiet", action="store_true")
+    sc.add_argument("overrides", nargs="*", help="overrides, e.g. scenario=chip_lot run.train.epochs=10")
+    sc.set_defaults(func=cmd_scenario_compare)
     return p
 
 
