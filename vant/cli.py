@@ -107,15 +107,21 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _preset_overrides(args) -> list[str]:
+    """A preset's overrides, with --out-dir sending its runs and report there."""
+    overrides = list(args.overrides)
+    if args.out_dir:
+        overrides += [f"run.out_dir={args.out_dir}/runs", f"report_dir={args.out_dir}"]
+    return overrides
+
+
 def cmd_demo(args) -> int:
     import time
 
     from .compare import demo, format_table
 
     tic = time.perf_counter()
-    overrides = list(args.overrides)
-    if args.out_dir:
-        overrides += [f"run.out_dir={args.out_dir}/runs", f"report_dir={args.out_dir}"]
+    overrides = _preset_overrides(args)
     if args.seed is not None:
         overrides.append(f"run.train.seed={args.seed}")
     result = demo(overrides, progress=not args.quiet)
@@ -221,10 +227,7 @@ def cmd_scenario_compare(args) -> int:
     from .scenario_eval import format_table
 
     tic = time.perf_counter()
-    overrides = list(args.overrides)
-    if args.out_dir:
-        overrides += [f"run.out_dir={args.out_dir}/runs", f"report_dir={args.out_dir}"]
-    result = profile_compare(load_profile_config(args.config or PRESET, overrides), progress=not args.quiet)
+    result = profile_compare(load_profile_config(args.config or PRESET, _preset_overrides(args)), progress=not args.quiet)
     print()
     print(format_table(result["rows"]))
     print(f"\nfigure: {result['report_dir']}/scenario.png   table: {result['report_dir']}/results.md"

@@ -131,6 +131,8 @@ def evaluate_run(run: Run | str | Path, scenario: Scenario, repeats: int = 3, se
     run = run if isinstance(run, Run) else Run.open(run)
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not run.trained:
+        raise ValueError(f"run {run.path} has not finished training; run `vant train` on its config first")
     cfg = run.config
     seed = cfg.eval.seed if seed is None else int(seed)
     out = scenario_dir(run, scenario, seed, chunk)
@@ -248,7 +250,7 @@ def scenario_figure(items: Sequence[tuple[str, dict]], scenario: Scenario, path:
         ax = axes.pop(0)
         tw = ax.twinx()
         pt = items[0][1]["per_time"]
-        tw.fill_between(pt["t"], pt["sigma_lo"], pt["sigma_hi"], color="grey", alpha=0.12, lw=0)
+        tw.fill_between(pt["t"], pt["sigma_lo"], pt["sigma_hi"], color="grey", alpha=0.07, lw=0)
         tw.plot(pt["t"], pt["sigma_mean"], color="grey", ls="--", lw=1.0, label="sigma (fleet mean, range)")
         tw.set_ylabel("noise sigma [activation std]", color="grey")
         for label, s in items:
@@ -268,7 +270,7 @@ def scenario_figure(items: Sequence[tuple[str, dict]], scenario: Scenario, path:
     if has_fleet:
         ax = axes.pop(0)
         allacc = np.concatenate([s["per_device"]["acc_mean"] for _, s in items])
-        bins = np.linspace(allacc.min() - 0.5, allacc.max() + 0.5, min(30, max(8, scenario.devices // 2)) + 1)
+        bins = np.linspace(allacc.min() - 0.5, allacc.max() + 0.5, 41)
         for label, s in items:
             ax.hist(s["per_device"]["acc_mean"], bins=bins, histtype="step", lw=1.6, label=label)
         if thr is not None:

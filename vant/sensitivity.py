@@ -121,6 +121,8 @@ def sensitivity(run: Run | str | Path, sigmas: Sequence[float] | None = None, re
                 sites: Sequence[str] | None = None, device: str = "auto", progress: bool = True) -> dict:
     """Walking noise on a finished run, with its rows cached in ``<run>/sensitivity/``."""
     run = run if isinstance(run, Run) else Run.open(run)
+    if not run.trained:
+        raise ValueError(f"run {run.path} has not finished training; run `vant train` on its config first")
     seed = run.config.eval.seed if seed is None else int(seed)
     out = run.path / "sensitivity"
     out.mkdir(parents=True, exist_ok=True)
