@@ -138,10 +138,7 @@ def cmd_baselines(args) -> int:
     from .baselines import format_table, run_baselines
 
     tic = time.perf_counter()
-    overrides = list(args.overrides)
-    if args.out_dir:
-        overrides += [f"run.out_dir={args.out_dir}/runs", f"report_dir={args.out_dir}"]
-    result = run_baselines(args.config, overrides, progress=not args.quiet)
+    result = run_baselines(args.config, _preset_overrides(args), progress=not args.quiet)
     print()
     print(format_table(result))
     print(f"\nfigure: {result['report_dir']}/accuracy_vs_sigma.png   table: {result['report_dir']}/results.md"
@@ -235,6 +232,16 @@ def cmd_scenario_compare(args) -> int:
     return 0
 
 
+def _preset_parser(sub, name: str, func, preset: str, help: str, example: str) -> None:
+    """A subcommand that runs a preset YAML (vant/configs/<preset>.yaml) with overrides."""
+    a = sub.add_parser(name, help=help)
+    a.add_argument("-c", "--config", help=f"YAML file (default: vant/configs/{preset}.yaml, bundled digits on the CPU)")
+    a.add_argument("--out-dir", help=f"where runs and the report go (default runs/{preset})")
+    a.add_argument("-q", "--quiet", action="store_true")
+    a.add_argument("overrides", nargs="*", help=f"overrides, e.g. {example}")
+    a.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vant", description="Harden neural networks against noisy analog hardware.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -303,12 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("overrides", nargs="*", help="overrides of configs/demo.yaml, e.g. run.train.epochs=10")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("baselines", help="clean vs NT vs 4-bit QAT vs SAM (Fig. 3), best SAM rho and QAT scale by AUC")
-    b.add_argument("-c", "--config", help="YAML file (default: vant/configs/baselines.yaml, bundled digits on the CPU)")
-    b.add_argument("--out-dir", help="where runs and the report go (default runs/baselines)")
-    b.add_argument("-q", "--quiet", action="store_true")
-    b.add_argument("overrides", nargs="*", help="overrides, e.g. sam_rhos=[0.5] run.train.epochs=10")
-    b.set_defaults(func=cmd_baselines)
+    _preset_parser(sub, "baselines", cmd_baselines, "baselines",
+                   "clean vs NT vs 4-bit QAT vs SAM (Fig. 3), best SAM rho and QAT scale by AUC",
+                   "sam_rhos=[0.5] run.train.epochs=10")
 
     ev = sub.add_parser("evaluate", help="evaluate runs on a noise scenario (fleet of devices, drift over time)")
     ev.add_argument("runs", nargs="+", help="run directories (several: one table and figure)")
@@ -334,12 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("-q", "--quiet", action="store_true")
     se.set_defaults(func=cmd_sensitivity)
 
-    sc = sub.add_parser("scenario-compare", help="train NT, paper VANT and scenario-fitted VANT; compare on a scenario")
-    sc.add_argument("-c", "--config", help="preset YAML (default: vant/configs/scenario_compare.yaml)")
-    sc.add_argument("--out-dir", help="where runs and the report go (default runs/scenario_compare)")
-    sc.add_argument("-q", "--quiet", action="store_true")
-    sc.add_argument("overrides", nargs="*", help="overrides, e.g. scenario=chip_lot run.train.epochs=10")
-    sc.set_defaults(func=cmd_scenario_compare)
+    _preset_parser(sub, "scenario-compare", cmd_scenario_compare, "scenario_compare",
+                   "train NT, paper VANT and scenario-fitted VANT; compare them on a noise scenario",
+                   "scenario=chip_lot run.train.epochs=10")
     return p
 
 
