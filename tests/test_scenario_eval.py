@@ -146,3 +146,30 @@ def test_cli_evaluate_compare_and_sensitivity(run_copy, tmp_path):
     assert r.returncode == 2 and "match none of the model's sites" in r.stderr
     r = vant("list", "scenarios")
     assert "drifting_fleet" in r.stdout
+
+
+def test_fixed_scenario_agrees_with_the_fixed_sigma_sweep(run_copy):
+    """A fixed-sigma scenario is the plain sweep at that sigma: same distribution of accuracy."""
+    from vant.evaluate import sweep
+    from vant.runs import Run, load_trained
+
+    scn = scenario_from_dict({"name": "fixed", "kind": "fixed", "sigma": 0.5, "units": {"sigma": "activation_std"}})
+    s = evaluate_run(run_copy, scn, repeats=8, progress=False)
+    model, test, _ = load_trained(Run.open(run_copy), "cpu")
+    ref = np.array([r["accuracy"] for r in sweep(model, test, [0.5], 8, seed=5000, batched=False)])
+    assert s["devices"] == 1 and s["spread"] == 0 and s["worst"] == s["expected"]
+    se = math.sqrt(s["expected_std"] ** 2 / 8 + ref.var(ddof=1) / 8)
+    assert abs(s["expected"] - ref.mean()) < 4 * se + 0.5, (s["expected"], ref.mean(), se)
+
+
+def test_a_qat_run_is_evaluated_like_any_other(tmp_path):
+    pytest.importorskip("brevitas")
+    from tests.helpers import tiny_config
+    from vant.runs import execute
+
+    run = execute(tiny_config(tmp_path, "model.quant_bits=4", "train.method=nt", "train.epochs=1", "train.test_every=0",
+                              "eval.sigmas=[0.5]", "eval.repeats=1"), progress=False)
+    scn = scenario_from_dict({"name": "lot", "kind": "fleet", "units": {"sigma": "activation_std"},
+                              "fleet": {"values": [0.3, 0.6]}})
+    s = evaluate_run(run, scn, repeats=1, threshold=50, progress=False)
+    assert s["devices"] == 2 and 0 <= s["expected"] <= 100 and s["below"] in (0.0, 0.5, 1.0)
