@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, help="base seed of the evaluation noise (default: the run's eval.seed)")
     ev.add_argument("--threshold", type=float, help="accuracy [%%]: report the share of device-time below it")
     ev.add_argument("--worst", type=float, default=0.05, help="share of device-time for the worst-case accuracy")
-    ev.add_argument("-o", "--out-dir", help="where the comparison table and figure go (several runs)")
+    ev.add_argument("-o", "--out-dir", help="where the comparison table and figure go (default for several runs: "
+                    "runs/compare-<scenario>; one run: its scenarios/ folder)")
     ev.add_argument("--device")
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
