@@ -27,7 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # what `import vant` sets, but torch is imported first here
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
@@ -36,7 +38,7 @@ from vant.config import PAPER_SIGMAS  # noqa: E402
 from vant.data import DeviceBatches  # noqa: E402
 from vant.evaluate import sweep  # noqa: E402
 from vant.fastpath import compile_noisy  # noqa: E402
-from vant.noise import additive  # noqa: E402
+from vant.noise import _cpu_threads, additive, normal_, set_cpu_noise_threads  # noqa: E402
 from vant.samplers import make_sampler  # noqa: E402
 from vant.train import train_step  # noqa: E402
 
@@ -187,15 +189,16 @@ def site_shapes(name: str, batch: int) -> list[tuple[int, ...]]:
 
 
 def noise_cost(name: str, batch: int, device: torch.device, rounds: int) -> dict:
-    """What one step's eager noise costs on its own: the whole op (draw + add), the draw into fresh
-    buffers, and the generator alone (one warm buffer), each the median of ``rounds``."""
+    """What one step's eager noise costs on its own: the whole op (draw + add), vant's draw into fresh
+    buffers (on the CPU split over threads for large sites), and ATen's single-stream generator alone
+    (one warm buffer), each the median of ``rounds``."""
     shapes = site_shapes(name, batch)
     xs = [torch.zeros(sh, device=device) for sh in shapes]
     sig = torch.full((batch,), SIGMA, device=device)
     total = sum(x.numel() for x in xs)
     warm = torch.empty(total, device=device)
     parts = {"noise_op_s": lambda: [additive(x, sig) for x in xs],
-             "draw_fresh_s": lambda: [torch.empty_like(x).normal_() for x in xs],
+             "draw_fresh_s": lambda: [normal_(torch.empty_like(x)) for x in xs],
              "draw_warm_s": lambda: warm.normal_()}
     out = {"draws_per_forward": len(shapes), "values_per_image": total // batch}
     for key, fn in parts.items():
@@ -347,7 +350,8 @@ def report(out: dict, device: torch.device) -> None:
         if "vant_vs_clean_expected_eager" in n:
             print(f"  eager noise per step ({n['draws_per_forward']} draws, {n['values_per_image']:,} values/image): "
                   f"{n['noise_op_s'] * 1e3:.1f} ms, of which drawing {n['draw_fresh_s'] * 1e3:.1f} ms into fresh buffers "
-                  f"({n['draw_warm_s'] * 1e3:.1f} ms into a warm one: {n['randn_values_per_s'] / 1e6:.0f} M values/s); "
+                  f"(one ATen stream into a warm buffer: {n['draw_warm_s'] * 1e3:.1f} ms, "
+                  f"{n['randn_values_per_s'] / 1e6:.0f} M values/s); "
                   f"clean step {n['clean_step_s'] * 1e3:.1f} ms -> VANT/clean ~ {n['vant_vs_clean_expected_eager']:.3f}")
         for mode in ("eager", "compiled"):
             s = r.get(f"sweep/{mode}")
@@ -378,6 +382,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="noisy passes per sigma in the sweep (paper protocol: 3)")
     p.add_argument("--no-eval", default="", help="comma list of models whose inference/sweep is skipped")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--noise-threads", type=int, default=None,
+                   help="CPU threads drawing one site's noise (default: the torch threads; 1: one ATen stream)")
     p.add_argument("--budget", type=float, default=float("inf"), help="seconds after which remaining parts are skipped")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of a few steps, small sweep")
     p.add_argument("--out", default=None, help="JSON file (default bench/results/speed-<device>.json)")
@@ -388,6 +394,7 @@ def main(argv=None) -> int:
     cuda = device.type == "cuda"
     if args.threads:
         torch.set_num_threads(args.threads)
+    set_cpu_noise_threads(args.noise_threads)
     if cuda:
         torch.backends.cudnn.benchmark = True
     # one process compiles many variants: give dynamo room (each model resets its caches anyway)
@@ -416,11 +423,14 @@ def main(argv=None) -> int:
     budget = Budget(args.budget)
     env = dict(torch=torch.__version__, python=platform.python_version(), device=str(device),
                device_name=torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
-               cpu_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
+               cpu_threads=torch.get_num_threads(), cpu_noise_threads=_cpu_threads(), cpu_count=os.cpu_count(),
+               gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
                load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None,
                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     print(f"vant speed benchmark on {env['device_name']} ({device}), torch {env['torch']}, "
-          f"{env['cpu_threads']} CPU threads, load {env['load_avg']}", flush=True)
+          f"{env['cpu_threads']} CPU threads ({env['cpu_noise_threads']} drawing noise, GOMP_SPINCOUNT "
+          f"{env['gomp_spincount']}), load {env['load_avg']}",
+          flush=True)
     settings = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in vars(args).items()}
     out = {"env": env, "settings": settings, "models": {}, "skipped": budget.skipped}
     path = Path(args.out or Path(__file__).resolve().parent / "results" / f"speed-{device.type}.json")

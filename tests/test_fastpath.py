@@ -60,6 +60,14 @@ def check_standard_normal_iid(draws: list[torch.Tensor], sigma_rows: torch.Tenso
     assert off.abs().max().item() < k / math.sqrt(n), "draws of different sites or calls are correlated"
 
 
+@pytest.fixture
+def noise_threads():
+    from vant.noise import set_cpu_noise_threads
+
+    yield set_cpu_noise_threads
+    set_cpu_noise_threads(None)
+
+
 SIGMA_ROWS = torch.tensor([0.5, 1.0, 2.0, 0.25] * 8)  # one sigma per sample, several distinct values
 
 
@@ -154,7 +162,7 @@ def test_eager_additive_equals_its_formula_and_leaves_input_alone():
         torch.testing.assert_close(y, ref)
 
 
-def test_training_with_compile_matches_eager_training(tmp_path, monkeypatch):
+def test_training_with_compile_matches_eager_training(tmp_path, monkeypatch, noise_threads):
     """train.compile=true runs the loop through compile_noisy (here with the cheap aot_eager backend:
     the same graphs and autograd, no code generation) and trains like the eager loop."""
     import vant.train
@@ -168,6 +176,7 @@ def test_training_with_compile_matches_eager_training(tmp_path, monkeypatch):
         return compile_noisy(model, device, backend="aot_eager")
 
     monkeypatch.setattr(vant.train, "compile_noisy", cheap)
+    noise_threads(1)  # eager draws from one stream, as the compiled graph does: the same noise values
     torch._dynamo.reset()
     compiled = execute(tiny_config(tmp_path / "c", "train.compile=true", "train.epochs=1"), progress=False)
     eager = execute(tiny_config(tmp_path / "e", "train.epochs=1"), progress=False)
@@ -218,3 +227,39 @@ def test_epoch_augmentation_drawn_up_front_matches_per_batch_slices():
     expected = crop_flip(x[order], 2, *crop_flip_params(10, 2, True, g, torch.device("cpu")))
     assert torch.equal(torch.cat([b for b, _ in got]), batches.normalise(expected))
     assert torch.equal(torch.cat([t for _, t in got]), y[order])
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_multithreaded_cpu_draw_is_iid_normal_and_reproducible(noise_threads, threads):
+    """Large CPU draws are split over threads, each chunk from its own seeded stream: still i.i.d.
+    N(0, 1) (chunks uncorrelated with each other), and reproducible from torch.manual_seed."""
+    from vant.noise import normal_
+
+    noise_threads(threads)
+    x = torch.zeros(32, 16, 32, 32)  # 524,288 values per draw: above the 2**18 split threshold
+    torch.manual_seed(3)
+    model = _probe()
+    vant.set_sigma_(model, SIGMA_ROWS)
+    draws = _draws(model, x, calls=1)
+    check_standard_normal_iid(draws, SIGMA_ROWS)
+    flat = draws[0].flatten()
+    chunks = flat[: flat.numel() // threads * threads].view(threads, -1)
+    corr = torch.corrcoef(chunks.double())
+    assert corr[~torch.eye(threads, dtype=torch.bool)].abs().max() < 5 / math.sqrt(chunks.shape[1])
+    torch.manual_seed(3)
+    again = _draws(model, x, calls=1)
+    assert all(torch.equal(a, b) for a, b in zip(draws, again))
+    torch.manual_seed(4)
+    assert not torch.equal(normal_(torch.empty(1 << 18)), normal_(torch.empty(1 << 18)))
+
+
+def test_one_noise_thread_is_the_single_stream_draw(noise_threads):
+    noise_threads(1)
+    x = torch.randn(8, 64, 32, 32)
+    s = torch.tensor(0.5)
+    torch.manual_seed(7)
+    got = additive(x, s)
+    torch.manual_seed(7)
+    assert torch.equal(got, x + s * torch.empty_like(x).normal_())
+    with pytest.raises(ValueError, match="positive integer"):
+        noise_threads(0)
