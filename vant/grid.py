@@ -485,7 +485,7 @@ def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gp
         what = (f"clean {s['clean_accuracy']:.1f}%  at sigma_train {s['acc_at_sigma_train']:.1f}%"
                 + (f"  AUC {s['auc']:.1f}" if s["auc"] is not None else "") if s else result["error"])
         log(f"[{done[0]}/{len(todo)}] {result['status']:6s} {_describe(jobs[by_run[path][0]])}  {what}  "
-            f"({time.perf_counter() - tic:.0f} s)")
+            f"({time.perf_counter() - tic:.0f} s since the grid started)")
 
     cfgs = [to_dict(jobs[by_run[p][0]].config) for p in todo]
     if cfgs:
