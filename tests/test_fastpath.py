@@ -263,3 +263,24 @@ def test_one_noise_thread_is_the_single_stream_draw(noise_threads):
     assert torch.equal(got, x + s * torch.empty_like(x).normal_())
     with pytest.raises(ValueError, match="positive integer"):
         noise_threads(0)
+
+
+def test_multithreaded_draw_works_in_a_forked_child(noise_threads):
+    """A thread pool made before a fork has no threads in the child; the child must make its own."""
+    import multiprocessing
+
+    from vant.noise import normal_
+
+    noise_threads(2)
+    normal_(torch.empty(1 << 18))  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+
+    def child(q):  # no OpenMP op in the child: libgomp itself may hang after a fork, whatever vant does
+        q.put(float(normal_(torch.empty(1 << 19)).numpy().std()))
+
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0, "the child hung or failed drawing noise"
+    assert abs(q.get(timeout=5) - 1) < 0.01

@@ -9,6 +9,8 @@ a noise op is the identity (additive) or a multiplication by the drawn factor (m
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor, nn
 
@@ -58,9 +60,11 @@ def normal_(buf: Tensor) -> Tensor:
     if k <= 1 or n < _PARALLEL_MIN or not buf.is_contiguous():
         return buf.normal_()
     global _POOL
-    if _POOL is None or _POOL._max_workers < k - 1:
+    # a pool made before a fork has no threads in the child: make a new one there
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < k - 1:
         from concurrent.futures import ThreadPoolExecutor
-        _POOL = ThreadPoolExecutor(max_workers=k - 1, thread_name_prefix="vant-noise")
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=k - 1, thread_name_prefix="vant-noise"))
+    pool = _POOL[1]
     flat = buf.view(-1)
     step = -(-n // k)
     seeds = torch.randint(0, 2 ** 62, (k,)).tolist()  # from the default generator: reproducible
@@ -70,7 +74,7 @@ def normal_(buf: Tensor) -> Tensor:
         g.manual_seed(seeds[i])
         flat[i * step:(i + 1) * step].normal_(generator=g)
 
-    futures = [_POOL.submit(fill, i) for i in range(1, k)]
+    futures = [pool.submit(fill, i) for i in range(1, k)]
     fill(0)
     for f in futures:
         f.result()
