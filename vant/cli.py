@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 def _print_curve(summary: dict) -> None:
@@ -115,9 +116,15 @@ def _preset_overrides(args) -> list[str]:
     return overrides
 
 
-def cmd_demo(args) -> int:
-    import time
+def _print_preset(table: str, report_dir, figure: str, tic: float) -> int:
+    """What every preset subcommand prints at the end: its table, where its figure and table went, its time."""
+    print()
+    print(table)
+    print(f"\nfigure: {report_dir}/{figure}   table: {report_dir}/results.md   ({time.perf_counter() - tic:.0f} s)")
+    return 0
 
+
+def cmd_demo(args) -> int:
     from .compare import demo, format_table
 
     tic = time.perf_counter()
@@ -125,25 +132,15 @@ def cmd_demo(args) -> int:
     if args.seed is not None:
         overrides.append(f"run.train.seed={args.seed}")
     result = demo(overrides, progress=not args.quiet)
-    print()
-    print(format_table(result))
-    print(f"\nfigure: {result['report_dir']}/accuracy_vs_sigma.png   table: {result['report_dir']}/results.md"
-          f"   ({time.perf_counter() - tic:.0f} s)")
-    return 0
+    return _print_preset(format_table(result), result["report_dir"], "accuracy_vs_sigma.png", tic)
 
 
 def cmd_baselines(args) -> int:
-    import time
-
     from .baselines import format_table, run_baselines
 
     tic = time.perf_counter()
     result = run_baselines(args.config, _preset_overrides(args), progress=not args.quiet)
-    print()
-    print(format_table(result))
-    print(f"\nfigure: {result['report_dir']}/accuracy_vs_sigma.png   table: {result['report_dir']}/results.md"
-          f"   ({time.perf_counter() - tic:.0f} s)")
-    return 0
+    return _print_preset(format_table(result), result["report_dir"], "accuracy_vs_sigma.png", tic)
 
 
 def cmd_grid(args) -> int:
@@ -218,18 +215,12 @@ def cmd_sensitivity(args) -> int:
 
 
 def cmd_scenario_compare(args) -> int:
-    import time
-
     from .profile import PRESET, load_profile_config, profile_compare
     from .scenario_eval import format_table
 
     tic = time.perf_counter()
     result = profile_compare(load_profile_config(args.config or PRESET, _preset_overrides(args)), progress=not args.quiet)
-    print()
-    print(format_table(result["rows"]))
-    print(f"\nfigure: {result['report_dir']}/scenario.png   table: {result['report_dir']}/results.md"
-          f"   ({time.perf_counter() - tic:.0f} s)")
-    return 0
+    return _print_preset(format_table(result["rows"]), result["report_dir"], "scenario.png", tic)
 
 
 def _preset_parser(sub, name: str, func, preset: str, help: str, example: str) -> None:
