@@ -38,7 +38,7 @@ from vant.config import PAPER_SIGMAS  # noqa: E402
 from vant.data import DeviceBatches  # noqa: E402
 from vant.evaluate import sweep  # noqa: E402
 from vant.fastpath import compile_noisy  # noqa: E402
-from vant.noise import _cpu_threads, additive, normal_, set_cpu_noise_threads  # noqa: E402
+from vant.noise import additive, cpu_noise_threads, normal_, set_cpu_noise_threads  # noqa: E402
 from vant.samplers import make_sampler  # noqa: E402
 from vant.train import train_step  # noqa: E402
 
@@ -423,7 +423,7 @@ def main(argv=None) -> int:
     budget = Budget(args.budget)
     env = dict(torch=torch.__version__, python=platform.python_version(), device=str(device),
                device_name=torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
-               cpu_threads=torch.get_num_threads(), cpu_noise_threads=_cpu_threads(), cpu_count=os.cpu_count(),
+               cpu_threads=torch.get_num_threads(), cpu_noise_threads=cpu_noise_threads(), cpu_count=os.cpu_count(),
                gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
                load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None,
                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

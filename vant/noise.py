@@ -37,7 +37,16 @@ def broadcast_sigma(sigma: Tensor, x: Tensor) -> Tensor:
 # from a single-stream draw. ATen releases the GIL inside normal_, so the threads really run at once.
 _CPU_NOISE_THREADS: int | None = None  # None: torch.get_num_threads(); 1: single-stream draws
 _PARALLEL_MIN = 1 << 18  # below this many values a single stream is faster (measured break-even ~64k)
-_POOL = None
+_POOL = None  # the worker threads of split draws, made on first use
+_POOL_WORKERS = 0
+
+
+def _drop_pool() -> None:
+    global _POOL, _POOL_WORKERS
+    _POOL, _POOL_WORKERS = None, 0
+
+
+os.register_at_fork(after_in_child=_drop_pool)  # a forked child has none of the parent's threads
 
 
 def set_cpu_noise_threads(n: int | None) -> None:
@@ -49,22 +58,21 @@ def set_cpu_noise_threads(n: int | None) -> None:
     _CPU_NOISE_THREADS = n
 
 
-def _cpu_threads() -> int:
+def cpu_noise_threads() -> int:
+    """Threads a large CPU draw is split over now (see set_cpu_noise_threads)."""
     return _CPU_NOISE_THREADS if _CPU_NOISE_THREADS is not None else torch.get_num_threads()
 
 
 def normal_(buf: Tensor) -> Tensor:
     """Fill a contiguous fp32 tensor with N(0, 1) in place; on the CPU large buffers use several threads."""
-    k = _cpu_threads() if buf.device.type == "cpu" else 1
+    k = cpu_noise_threads() if buf.device.type == "cpu" else 1
     n = buf.numel()
     if k <= 1 or n < _PARALLEL_MIN or not buf.is_contiguous():
         return buf.normal_()
-    global _POOL
-    # a pool made before a fork has no threads in the child: make a new one there
-    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < k - 1:
+    global _POOL, _POOL_WORKERS
+    if _POOL_WORKERS < k - 1:
         from concurrent.futures import ThreadPoolExecutor
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=k - 1, thread_name_prefix="vant-noise"))
-    pool = _POOL[1]
+        _POOL, _POOL_WORKERS = ThreadPoolExecutor(max_workers=k - 1, thread_name_prefix="vant-noise"), k - 1
     flat = buf.view(-1)
     step = -(-n // k)
     seeds = torch.randint(0, 2 ** 62, (k,)).tolist()  # from the default generator: reproducible
@@ -74,7 +82,7 @@ def normal_(buf: Tensor) -> Tensor:
         g.manual_seed(seeds[i])
         flat[i * step:(i + 1) * step].normal_(generator=g)
 
-    futures = [pool.submit(fill, i) for i in range(1, k)]
+    futures = [_POOL.submit(fill, i) for i in range(1, k)]
     fill(0)
     for f in futures:
         f.result()
