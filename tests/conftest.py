@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tests.helpers import TINY, tiny_config  # noqa: F401  (re-exported for older imports)
+from tests.helpers import tiny_config
 
 torch.set_num_threads(2)
 

@@ -1,6 +1,5 @@
 """Run directories: self-describing, never redone, resumable after SIGKILL to the same result."""
 import json
-import os
 import signal
 import subprocess
 import sys

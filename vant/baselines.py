@@ -26,7 +26,7 @@ from .compare import load_compare_config
 from .config import ConfigError, RunConfig
 from .metrics import auc
 from .plots import accuracy_vs_sigma
-from .runs import Run, execute
+from .runs import execute
 
 #: The authors' ASAM rho sweep (spec 2).
 SAM_RHOS = [0.05, 0.1, 0.5, 1.5, 2.5, 5.0]

@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from . import __version__
-from .config import RunConfig, build_config, config_hash, from_dict, resolve, to_dict
+from .config import RunConfig, config_hash, from_dict, resolve, to_dict
 from .data import check_dataset_name, load_dataset
 from .evaluate import sweep
 from .metrics import auc, mean_std_ci
@@ -288,10 +288,6 @@ def _summarise(run: Run, cfg: RunConfig) -> dict:
 
 def _nan_none(values):
     return [None if (isinstance(v, float) and math.isnan(v)) else v for v in values]
-
-
-def run_from_args(config_path: str | None, overrides: list[str], progress: bool = True) -> Run:
-    return execute(build_config(config_path, overrides), progress=progress)
 
 
 def load_trained(run: Run, device: str | torch.device = "auto"):
