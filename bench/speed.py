@@ -8,7 +8,7 @@
 Models and shapes are the paper's: LeNet-5 and ResNet-18 on CIFAR-10 (3x32x32, 10 classes) and
 ResNet-50 on Tiny ImageNet (3x64x64, 200 classes), batch 128, every paper site noisy. The data are
 random uint8 images held on the device and go through the training loop's own batching (crop,
-flip, normalise on the device), sigma sampler and step (vant.train.train_step). NT is sigma = 1.0
+flip, normalise on the device), sigma sampler and step (vant.pipeline.train.train_step). NT is sigma = 1.0
 at every image, VANT draws sigma = 0.45 + 0.4|z| per image (alpha*sigma_train + theta|z|).
 
 Variants of one model are timed in alternating rounds inside one process (clean, NT, VANT, clean,
@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from vant import create_model, inject_noise_, noise_sites, set_sigma_  # noqa: E402
 from vant.config import PAPER_SIGMAS  # noqa: E402
 from vant.data import DeviceBatches  # noqa: E402
-from vant.evaluate import sweep  # noqa: E402
-from vant.fastpath import compile_noisy  # noqa: E402
-from vant.noise import additive, cpu_noise_threads, normal_, set_cpu_noise_threads  # noqa: E402
-from vant.samplers import make_sampler  # noqa: E402
-from vant.train import train_step  # noqa: E402
+from vant.pipeline.evaluate import sweep  # noqa: E402
+from vant.core.compile import compile_noisy  # noqa: E402
+from vant.core.noise import additive, cpu_noise_threads, normal_, set_cpu_noise_threads  # noqa: E402
+from vant.core.samplers import make_sampler  # noqa: E402
+from vant.pipeline.train import train_step  # noqa: E402
 
 #: name -> (image side, classes): the paper's pairings (CIFAR-10, Tiny ImageNet)
 SHAPES = {"lenet5": (32, 10), "resnet18": (32, 10), "resnet50": (64, 200)}
@@ -98,7 +98,7 @@ class Trainer:
         self.autocast = device.type == "cuda"
 
     def run(self, steps: int) -> float:
-        """Seconds for ``steps`` training steps, as in vant.train.fit (sigma drawn per epoch, sliced per batch)."""
+        """Seconds for ``steps`` training steps, as in vant.pipeline.train.fit (sigma drawn per epoch, sliced per batch)."""
         self.model.train()
         sync(self.device)
         tic = time.perf_counter()

@@ -8,7 +8,7 @@ from tests.helpers import TINY
 
 
 def vant(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "vant.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "vant", *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -64,12 +64,21 @@ def test_train_sweep_plot_list(tmp_path, trained_run):
     assert "resnet18" in vant("list", "models").stdout and "tinyimagenet" in vant("list", "datasets").stdout
 
 
+@pytest.mark.slow
 def test_demo_is_reproducible(tmp_path):
     """The demo pipeline on shrunken settings, run twice in fresh directories: same table."""
-    small = ["run.train.epochs=2", "run.eval.sigmas=[0.3,0.7]", "run.eval.repeats=2"]
+    small = ["base.train.epochs=2", "base.eval.repeats=2"]
     a = vant("demo", "-q", "--out-dir", str(tmp_path / "a"), *small)
     b = vant("demo", "-q", "--out-dir", str(tmp_path / "b"), *small)
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     table = lambda out: [l for l in out.splitlines() if l.startswith("|")]
     assert table(a.stdout) == table(b.stdout) and len(table(a.stdout)) == 7
-    assert (tmp_path / "a" / "accuracy_vs_sigma.png").is_file() and (tmp_path / "a" / "results.md").is_file()
+    assert (tmp_path / "a" / "report.png").is_file() and (tmp_path / "a" / "report.md").is_file()
+    assert (tmp_path / "a" / "results.csv").is_file()  # the demo is a grid: its results table is there
+
+
+def test_version_and_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "vant", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("vant ")
+    r = subprocess.run([sys.executable, "-m", "vant", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "demo" in r.stdout and "grid" in r.stdout

@@ -28,7 +28,7 @@ def _print_summary(run) -> None:
 
 def cmd_train(args) -> int:
     from .config import build_config
-    from .runs import execute
+    from .pipeline.runs import execute
 
     cfg = build_config(args.config, args.overrides + (["data.download=true"] if args.download else []))
     if args.device:
@@ -39,7 +39,7 @@ def cmd_train(args) -> int:
 
 def cmd_sweep(args) -> int:
     from .config import build_config, to_dict
-    from .runs import Run, execute
+    from .pipeline.runs import Run, execute
 
     run = Run.open(args.run)
     overrides = list(args.overrides)
@@ -66,7 +66,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_plot(args) -> int:
     from .plots import accuracy_vs_sigma
-    from .runs import Run
+    from .pipeline.runs import Run
 
     curves = []
     for path in args.runs:
@@ -79,16 +79,16 @@ def cmd_plot(args) -> int:
 
 def cmd_list(args) -> int:
     if args.what == "models":
-        from .models import _REGISTRY
-        for name, info in sorted(_REGISTRY.items()):
-            print(f"{name:12s} {info.description}")
+        from .models import list_models, model_info
+        for name in list_models():
+            print(f"{name:12s} {model_info(name).description}")
         print(f"{'tv:<name>':12s} any torchvision classification model, e.g. tv:resnet18, tv:mobilenet_v3_small")
     elif args.what == "presets":
-        from .grid import list_presets
+        from .experiments.spec import list_presets
         for name, desc in list_presets().items():
             print(f"{name:8s} {desc}")
     elif args.what == "scenarios":
-        from .scenarios import list_scenarios, load_scenario
+        from .scenarios.spec import list_scenarios, load_scenario
         for name in list_scenarios():
             print(f"{name:18s} {load_scenario(name).describe()}")
     elif args.what == "datasets":
@@ -108,43 +108,60 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _preset_overrides(args) -> list[str]:
-    """A preset's overrides, with --out-dir sending its runs and report there."""
-    overrides = list(args.overrides)
+def _run_preset(args, preset: str, extra: list[str] | None = None):
+    """Run a bundled grid preset (``vant grid <preset>``) into ``--out-dir`` (default runs/<preset>):
+    its runs under <out-dir>/runs, its results table and report beside them."""
+    from .experiments.grid import run_grid
+    from .experiments.spec import load_spec
+
+    overrides = list(args.overrides) + list(extra or [])
     if args.out_dir:
-        overrides += [f"run.out_dir={args.out_dir}/runs", f"report_dir={args.out_dir}"]
-    return overrides
+        overrides.append(f"base.out_dir={args.out_dir}/runs")
+    spec = load_spec(preset, args.profile, overrides)
+    return run_grid(spec, args.out_dir or f"runs/{preset}", progress=not args.quiet)
 
 
-def _print_preset(table: str, report_dir, figure: str, tic: float) -> int:
-    """What every preset subcommand prints at the end: its table, where its figure and table went, its time."""
+def _print_preset(result, tic: float, table: str | None = None) -> int:
+    """What every preset command prints at the end: its table, where the report went, its time."""
+    if result.failures:
+        return _grid_failures(result)
+    md = next((p for p in result.report if p.suffix == ".md"), None)
     print()
-    print(table)
-    print(f"\nfigure: {report_dir}/{figure}   table: {report_dir}/results.md   ({time.perf_counter() - tic:.0f} s)")
+    print(table if table is not None else md.read_text() if md else "")
+    print("report: " + "  ".join(str(p) for p in result.report) + f"   ({time.perf_counter() - tic:.0f} s)")
     return 0
 
 
+def _grid_failures(result) -> int:
+    print(f"vant: {len(result.failures)} of {len(result.rows)} grid points did not finish "
+          f"(details in {result.grid_dir / 'errors.log'}); run the same command again to retry them:", file=sys.stderr)
+    for r in result.failures:
+        print(f"  {r['run']}: {r['status']} {r['error'] or ''}", file=sys.stderr)
+    return 1
+
+
 def cmd_demo(args) -> int:
-    from .compare import demo, format_table
+    from .experiments.report import compare_table
 
     tic = time.perf_counter()
-    overrides = _preset_overrides(args)
-    if args.seed is not None:
-        overrides.append(f"run.train.seed={args.seed}")
-    result = demo(overrides, progress=not args.quiet)
-    return _print_preset(format_table(result), result["report_dir"], "accuracy_vs_sigma.png", tic)
+    result = _run_preset(args, "demo", [f"base.train.seed={args.seed}"] if args.seed is not None else [])
+    return _print_preset(result, tic, None if result.failures else compare_table(result.rows)[0])
 
 
 def cmd_baselines(args) -> int:
-    from .baselines import format_table, run_baselines
-
     tic = time.perf_counter()
-    result = run_baselines(args.config, _preset_overrides(args), progress=not args.quiet)
-    return _print_preset(format_table(result), result["report_dir"], "accuracy_vs_sigma.png", tic)
+    return _print_preset(_run_preset(args, "baselines"), tic)
+
+
+def cmd_scenario_compare(args) -> int:
+    tic = time.perf_counter()
+    extra = [f"scenario={args.scenario}"] if args.scenario else []
+    return _print_preset(_run_preset(args, "scenario_compare", extra), tic)
 
 
 def cmd_grid(args) -> int:
-    from .grid import dry_run, load_spec, run_grid
+    from .experiments.grid import dry_run, run_grid
+    from .experiments.spec import load_spec
 
     overrides = list(args.overrides)
     if args.out_dir:
@@ -156,7 +173,7 @@ def cmd_grid(args) -> int:
         dry_run(spec)
         return 0
     if args.estimate:
-        from .cost import estimate, format_estimate
+        from .experiments.cost import estimate, format_estimate
 
         print(format_estimate(estimate(spec, steps=args.estimate_steps, log=print)))
         return 0
@@ -167,17 +184,12 @@ def cmd_grid(args) -> int:
     if result.report:
         print("report: " + "  ".join(str(p) for p in result.report))
     if result.failures:
-        print(f"vant: {len(result.failures)} of {len(result.rows)} grid points did not finish "
-              f"(details in {result.grid_dir / 'errors.log'}); run the same command again to retry them:",
-              file=sys.stderr)
-        for r in result.failures:
-            print(f"  {r['run']}: {r['status']} {r['error'] or ''}", file=sys.stderr)
-        return 1
+        return _grid_failures(result)
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report import make_report
+    from .experiments.report import make_report
 
     paths = make_report(args.grid_dir)
     md = next((p for p in paths if p.suffix == ".md"), None)
@@ -188,8 +200,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .scenario_eval import compare_on_scenario, format_table
-    from .scenarios import load_scenario
+    from .scenarios.evaluate import compare_on_scenario, format_table
+    from .scenarios.spec import load_scenario
 
     scenario = load_scenario(args.scenario)
     print(scenario.describe())
@@ -204,7 +216,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
-    from .sensitivity import format_table, log_grid, sensitivity
+    from .scenarios.sensitivity import format_table, log_grid, sensitivity
 
     sigmas = log_grid(args.min, args.max, args.per_decade)
     summary = sensitivity(args.run, sigmas, repeats=args.repeats, seed=args.seed, sites=args.sites,
@@ -214,27 +226,22 @@ def cmd_sensitivity(args) -> int:
     return 0
 
 
-def cmd_scenario_compare(args) -> int:
-    from .profile import PRESET, load_profile_config, profile_compare
-    from .scenario_eval import format_table
-
-    tic = time.perf_counter()
-    result = profile_compare(load_profile_config(args.config or PRESET, _preset_overrides(args)), progress=not args.quiet)
-    return _print_preset(format_table(result["rows"]), result["report_dir"], "scenario.png", tic)
-
-
-def _preset_parser(sub, name: str, func, preset: str, help: str, example: str) -> None:
-    """A subcommand that runs a preset YAML (vant/configs/<preset>.yaml) with overrides."""
-    a = sub.add_parser(name, help=help)
-    a.add_argument("-c", "--config", help=f"YAML file (default: vant/configs/{preset}.yaml, bundled digits on the CPU)")
-    a.add_argument("--out-dir", help=f"where runs and the report go (default runs/{preset})")
+def _preset_parser(sub, name: str, func, preset: str, help: str, example: str):
+    """A subcommand that runs a bundled grid preset: the same as ``vant grid <preset>``."""
+    a = sub.add_parser(name, help=f"{help} (= vant grid {preset})")
+    a.add_argument("--out-dir", help=f"where runs, results table and report go (default runs/{preset})")
+    a.add_argument("-p", "--profile", help="profile of the preset: full (default) or smoke (seconds, checks the pipeline)")
     a.add_argument("-q", "--quiet", action="store_true")
-    a.add_argument("overrides", nargs="*", help=f"overrides, e.g. {example}")
+    a.add_argument("overrides", nargs="*", help=f"grid spec overrides, e.g. {example}")
     a.set_defaults(func=func)
+    return a
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="vant", description="Harden neural networks against noisy analog hardware.")
+    p.add_argument("--version", action="version", version=f"vant {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model (clean, NT or VANT), then evaluate it over the sigma grid")
@@ -294,16 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--out-dir", default="runs")
     ls.set_defaults(func=cmd_list)
 
-    d = sub.add_parser("demo", help="clean vs NT vs VANT on the bundled digits, on the CPU, in minutes")
-    d.add_argument("--out-dir", help="where runs and the report go (default runs/demo)")
-    d.add_argument("--seed", type=int)
-    d.add_argument("-q", "--quiet", action="store_true")
-    d.add_argument("overrides", nargs="*", help="overrides of configs/demo.yaml, e.g. run.train.epochs=10")
-    d.set_defaults(func=cmd_demo)
+    d = _preset_parser(sub, "demo", cmd_demo, "demo", "clean vs NT vs VANT on the bundled digits, on the CPU, in minutes",
+                       "base.train.epochs=10")
+    d.add_argument("--seed", type=int, help="training seed of every run (base.train.seed)")
 
     _preset_parser(sub, "baselines", cmd_baselines, "baselines",
                    "clean vs NT vs 4-bit QAT vs SAM (Fig. 3), best SAM rho and QAT scale by AUC",
-                   "sam_rhos=[0.5] run.train.epochs=10")
+                   "variants.SAM.grid.train.sam_rho=[0.5] base.train.epochs=10")
 
     ev = sub.add_parser("evaluate", help="evaluate runs on a noise scenario (fleet of devices, drift over time)")
     ev.add_argument("runs", nargs="+", help="run directories (several: one table and figure)")
@@ -330,25 +334,29 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("-q", "--quiet", action="store_true")
     se.set_defaults(func=cmd_sensitivity)
 
-    _preset_parser(sub, "scenario-compare", cmd_scenario_compare, "scenario_compare",
-                   "train NT, paper VANT and scenario-fitted VANT; compare them on a noise scenario",
-                   "scenario=chip_lot run.train.epochs=10")
+    sc = _preset_parser(sub, "scenario-compare", cmd_scenario_compare, "scenario_compare",
+                        "train NT, paper VANT and scenario-fitted VANT; compare them on a noise scenario",
+                        "base.train.epochs=10")
+    sc.add_argument("--scenario", help="scenario YAML file or bundled name (default drifting_fleet)")
     return p
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from .baselines.qat import MissingDependency
     from .config import ConfigError
     from .data import DataNotFound
-    from .qat import MissingDependency
-    from .grid import GridFailed
-    from .runs import RunBusy
-    from .train import CheckpointError, TrainingDiverged
+    from .experiments.grid import GridFailed
+    from .pipeline.store import CheckpointError, RunBusy
+    from .pipeline.train import TrainingDiverged
 
     return (ConfigError, DataNotFound, CheckpointError, TrainingDiverged, RunBusy, FileNotFoundError, ValueError,
             KeyError, MissingDependency, GridFailed)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .core.threads import set_openmp_spin
+
+    set_openmp_spin()  # before torch loads (nothing above imported it): see vant.set_openmp_spin
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

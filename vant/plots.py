@@ -1,25 +1,37 @@
-"""Figures, drawn only from stored rows (never from live objects), with matplotlib's Agg backend."""
+"""Figures, drawn only from stored rows (never from live objects).
+
+Built with matplotlib's object API (``matplotlib.figure.Figure``), never pyplot: functions return
+the ``Figure`` and save it where asked, and importing vant leaves matplotlib's backend and pyplot's
+figure list as the user set them (a notebook's figures do not change).
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def new_figure(figsize=(6.4, 4.2), dpi: int = 120, **kwargs) -> Figure:
+    """A figure that belongs to no backend's window list (pyplot never sees it)."""
+    return Figure(figsize=figsize, dpi=dpi, **kwargs)
+
+
+def save_figure(fig: Figure, path: Path, **kwargs) -> Path:
+    """Save ``fig`` to ``path`` (the format from its suffix), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, **kwargs)
+    return path
 
 
 def accuracy_vs_sigma(curves: Sequence[dict], path: Path, title: str = "", upper_bound: dict | None = None,
                       mark: float | None = None) -> Path:
     """One line per curve ``{label, sigmas, mean, std}`` with a +-std band; the UB dashed."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    draw_curves(ax, curves, title, upper_bound, mark)
+    fig = new_figure(figsize=(6.4, 4.2))
+    draw_curves(fig.subplots(), curves, title, upper_bound, mark)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def draw_curves(ax, curves: Sequence[dict], title: str = "", upper_bound: dict | None = None,
@@ -47,7 +59,8 @@ def draw_curves(ax, curves: Sequence[dict], title: str = "", upper_bound: dict |
 def training_curves(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     """Train loss, train accuracy and per-epoch test accuracy (at sigma_train) over epochs."""
     ep = [r["epoch"] for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 3.2), dpi=120)
+    fig = new_figure(figsize=(8.4, 3.2))
+    a1, a2 = fig.subplots(1, 2)
     a1.plot(ep, [r["train_loss"] for r in rows])
     a1.set_xlabel("epoch"); a1.set_ylabel("train loss"); a1.grid(alpha=0.3)
     a2.plot(ep, [r["train_acc"] for r in rows], label="train (noisy)")
@@ -58,7 +71,4 @@ def training_curves(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

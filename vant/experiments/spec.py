@@ -1,0 +1,223 @@
+"""Grid specs: one YAML file expanded into resolved run configs, every point checked before any run.
+
+A grid spec (the presets in ``vant/experiments/presets/`` are examples) is a mapping::
+
+    description: one line shown before the grid runs
+    cost: what the full grid costs, with the measurement behind it
+    base: {...}                   # a RunConfig mapping shared by every run
+    grid: {dotted.key: [v, ...]}  # Cartesian product, applied to every variant
+    variants:                     # named, non-Cartesian sets of settings (optional)
+      NT:   {train.method: nt, grid: {train.sigma: [0.1, 0.3]}}   # a variant may carry its own grid
+      VANT: {train.method: vant, train.sigma: 0.5}
+    scenario: drifting_fleet      # optional: variants may take their training noise from it
+    report: {kind: curves | heatmap | table1 | bars | compare | scenario, ...}   # see vant.experiments.report
+    profiles:                     # partial specs merged over this one; `null` deletes a variant or grid key
+      full: {}
+      smoke: {base: {data: {name: digits}, train: {epochs: 2}}}
+
+Runs = for each variant, the product of the top-level grid and the variant's grid. A run's config
+is base < variant settings < grid point, checked like any run config (unknown keys are errors). A
+variant ``{from_scenario: nt | vant | vant_fit | empirical}`` takes its training-noise settings from
+the spec's scenario (:func:`vant.scenarios.fit.scenario_settings`); its own keys override them.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import ConfigError, RunConfig, from_dict, load_yaml, merge, parse_override, resolve, set_dotted, to_dict
+from ..data import check_dataset_name
+from ..models import model_info
+from ..pipeline.runs import run_dir
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+@dataclass
+class GridSpec:
+    name: str = ""  # defaults to the file's stem
+    description: str = ""  # one line: what the grid reproduces
+    cost: str = ""  # what the full grid costs and how that was measured
+    base: dict = field(default_factory=dict)  # RunConfig mapping shared by every run
+    grid: dict = field(default_factory=dict)  # dotted key -> list of values (Cartesian product)
+    variants: dict = field(default_factory=dict)  # name -> {dotted key: value, grid: {...}}
+    scenario: str = ""  # scenario name or file that `from_scenario` variants and the scenario report use
+    report: dict = field(default_factory=dict)  # {kind: ..., options}; see vant.experiments.report
+    profile: str = ""  # which profile was applied (set by load_spec)
+
+
+@dataclass
+class Job:
+    """One grid point: its variant, its grid values and the resolved run config."""
+
+    variant: str
+    point: dict  # dotted key -> value, the grid values of this run
+    config: RunConfig
+
+    @property
+    def path(self) -> Path:
+        return run_dir(self.config)
+
+
+def list_presets() -> dict[str, str]:
+    out = {}
+    for p in sorted(PRESETS.glob("*.yaml")):
+        out[p.stem] = str((yaml.safe_load(p.read_text()) or {}).get("description", ""))
+    return out
+
+
+def find_spec(name_or_path: str) -> Path:
+    """A preset name (``fig2``) or the path of a YAML file."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    preset = PRESETS / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    raise ConfigError(f"no grid spec {name_or_path!r}: not a file, and not a preset ({', '.join(list_presets())})")
+
+
+def _merge_profile(spec: dict, profile: dict) -> dict:
+    """Deep-merge ``profile`` over ``spec``; a ``null`` entry of ``variants`` or ``grid`` deletes it.
+    Options of ``report`` are replaced, not merged."""
+    out = copy.deepcopy(spec)
+    for key, value in profile.items():
+        if key in ("variants", "grid") and isinstance(value, dict):
+            target = dict(out.get(key) or {})
+            for k, v in value.items():
+                if v is None:
+                    target.pop(k, None)
+                elif key == "variants" and isinstance(target.get(k), dict) and isinstance(v, dict):
+                    target[k] = _merge_variant(target[k], v)
+                else:
+                    target[k] = v
+            out[key] = target
+        elif key == "report" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}  # a profile's report option replaces the whole option (panels)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _merge_variant(variant: dict, update: dict) -> dict:
+    out = dict(variant)
+    for k, v in update.items():
+        if k == "grid" and isinstance(v, dict):
+            g = dict(out.get("grid") or {})
+            for gk, gv in v.items():
+                if gv is None:
+                    g.pop(gk, None)
+                else:
+                    g[gk] = gv
+            out["grid"] = g
+        else:
+            out[k] = v
+    return out
+
+
+def load_spec(name_or_path: str | Path, profile: str | None = None, overrides: list[str] | None = None) -> GridSpec:
+    """Read a spec, apply a profile (default ``full`` when the spec has one) and ``key=value`` overrides."""
+    path = find_spec(str(name_or_path))
+    data = load_yaml(path)
+    if not isinstance(data, dict) or not any(data.get(k) for k in ("base", "grid", "variants")):
+        raise ConfigError(f"{path}: a grid spec needs at least one of base, grid or variants (the file has "
+                          f"{', '.join(map(str, data)) if isinstance(data, dict) and data else 'nothing'})")
+    profiles = data.pop("profiles", None) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: profiles must be a mapping of name -> partial spec")
+    if profile is None:
+        profile = "full" if "full" in profiles else ""
+    if profile:
+        if profile not in profiles:
+            raise ConfigError(f"{path.name} has no profile {profile!r}; it has {sorted(profiles) or 'none'}")
+        data = _merge_profile(data, profiles[profile] or {})
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_dotted(data, key, value)  # grid.train.sigma=[..] nests; _flatten reads both forms, the later wins
+    data.setdefault("name", path.stem)
+    data["profile"] = profile
+    try:
+        return from_dict(GridSpec, data)
+    except ConfigError as e:
+        hint = " (run settings go under base., e.g. base.train.epochs=3)" if "unknown config key" in str(e) else ""
+        raise ConfigError(f"{path.name}: {e}{hint}") from None
+
+
+def spec_dict(spec: GridSpec) -> dict:
+    return to_dict(spec)
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    """``{train: {sigma: [..]}}`` and ``{train.sigma: [..]}`` both become ``{'train.sigma': [..]}``."""
+    out = {}
+    for k, v in (mapping or {}).items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and not key.endswith("kwargs"):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _nested(flat: dict) -> dict:
+    out: dict = {}
+    for k, v in flat.items():
+        set_dotted(out, k, copy.deepcopy(v))
+    return out
+
+
+def _check_grid(grid: dict, where: str) -> dict:
+    flat = _flatten(grid)
+    for k, v in flat.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{where}.{k}: a grid key needs a non-empty list of values, got {v!r}")
+    return flat
+
+
+def expand(spec: GridSpec) -> list[Job]:
+    """Every grid point of the spec as a resolved run config; bad keys or values fail here, before any run."""
+    top = _check_grid(spec.grid, "grid")
+    variants = spec.variants or {"": {}}
+    jobs = []
+    scenario = None
+    for vname, settings in variants.items():
+        if not isinstance(settings, dict):
+            raise ConfigError(f"variants.{vname}: expected a mapping of settings, got {settings!r}")
+        settings = dict(settings)
+        derived = settings.pop("from_scenario", None)
+        if derived is not None:
+            if not spec.scenario:
+                raise ConfigError(f"variants.{vname}.from_scenario needs the spec's `scenario` (a name or file)")
+            from ..scenarios.fit import scenario_settings
+            from ..scenarios.spec import load_scenario
+
+            scenario = scenario or load_scenario(spec.scenario)
+            try:
+                settings = {**scenario_settings(scenario, derived), **settings}
+            except ValueError as e:
+                raise ConfigError(f"variants.{vname}.from_scenario: {e}") from None
+        vgrid = _check_grid(settings.pop("grid", None) or {}, f"variants.{vname}.grid")
+        fixed = _flatten(settings)
+        grid = {**top, **vgrid}
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values))
+            data = merge(merge(copy.deepcopy(spec.base), _nested(fixed)), _nested(point))
+            where = f"variant {vname!r}, " if vname else ""
+            try:
+                cfg = resolve(from_dict(RunConfig, data))
+                check_dataset_name(cfg.data.name)
+                model_info(cfg.model.name)
+            except (ConfigError, ValueError) as e:
+                raise ConfigError(f"{spec.name}: {where}point {point}: {e}") from None
+            jobs.append(Job(vname, point, cfg))
+    if not jobs:
+        raise ConfigError(f"{spec.name}: the grid has no runs")
+    return jobs
+
+

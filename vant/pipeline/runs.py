@@ -1,0 +1,312 @@
+"""Runs: one directory per trained model, named by a hash of its resolved config, that explains itself.
+
+    runs/<label>-<hash>/
+        config.yaml      resolved config + library versions, git commit, device
+        epochs.csv       one row per epoch (loss, accuracy, test accuracy at sigma_train, speed)
+        checkpoint.pt    plain dict: model, optimizer, scheduler, sampler/RNG states, epoch, config
+        sweep.csv        one row per (sigma, repeat, seed) of noisy evaluation, every repeat kept
+        summary.json     numbers for the current evaluation grid, made from the rows
+        figures/         accuracy_vs_sigma.png, training.png (drawn from the CSV rows)
+
+A finished run is never trained again, and evaluation rows already stored are never recomputed:
+asking for a run again only fills what is missing. Bad input fails before the directory exists.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from .. import __version__
+from ..config import RunConfig, config_hash, from_dict, resolve, to_dict
+from ..core.inject import inject_noise_
+from ..core.metrics import auc, mean_std_ci
+from ..core.samplers import make_sampler
+from ..data import ArrayData, DeviceBatches, check_dataset_name, load_dataset
+from ..models import create_model, model_info
+from ..plots import accuracy_vs_sigma, training_curves
+from .evaluate import sweep
+from .store import RunBusy, load_checkpoint, lock, read_csv, write_csv, write_text_atomic
+from .train import fit
+
+SWEEP_FIELDS = ["sigma", "repeat", "seed", "correct", "total", "accuracy", "mode"]
+EPOCH_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_acc", "test_sigma", "sigma_mean", "seconds", "images_per_s"]
+
+
+def label(cfg: RunConfig) -> str:
+    if cfg.name:
+        return cfg.name
+    t = cfg.train
+    m = t.method if t.method == "clean" else f"{t.method}{t.sigma:g}"
+    if t.method == "vant":
+        m += f"-a{t.alpha:g}-t{t.theta:g}"
+    q = cfg.model.quant_bits
+    if q is not None:  # QAT: w4a4, plus the constant activation step if there is one
+        m += f"-w{q}a{q}" + (f"-s{cfg.model.quant_act_scale:g}" if cfg.model.quant_act_scale is not None else "")
+    if t.optimizer == "sam":
+        m += f"-{'asam' if t.sam_adaptive else 'sam'}{t.sam_rho:g}"
+    return f"{cfg.model.name.replace(':', '_')}-{cfg.data.name}-{m}"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def model_input_size(cfg: RunConfig) -> int | None:
+    """The side the data must have: data.image_size if set, else what the model needs."""
+    return cfg.data.image_size or model_info(cfg.model.name).input_size
+
+
+def build_model(cfg: RunConfig, data: ArrayData) -> nn.Module:
+    """The plain model of the config with the config's noise sites injected (all silent)."""
+    torch.manual_seed(cfg.train.seed)
+    try:
+        model = create_model(cfg.model.name, num_classes=data.num_classes, in_channels=data.channels, **cfg.model.kwargs)
+    except TypeError as e:
+        raise ValueError(f"model.kwargs: {e}") from None
+    if cfg.model.quant_bits is not None:  # QAT: the same model with Brevitas layers, same site names
+        from ..baselines.qat import quantize_
+        quantize_(model, cfg.model.quant_bits, cfg.model.quant_act_scale)
+    inject_noise_(model, cfg.noise.sites, cfg.noise.kind)
+    return model
+
+
+def make_batches(cfg: RunConfig, data: ArrayData, device: torch.device, train: bool) -> DeviceBatches:
+    cl = cfg.train.channels_last and device.type == "cuda"
+    if train:
+        return DeviceBatches(data.train_x, data.train_y, data.mean, data.std, cfg.train.batch_size, device, train=True,
+                             augment=data.augment, flip=data.flip, seed=cfg.train.seed, channels_last=cl)
+    return DeviceBatches(data.test_x, data.test_y, data.mean, data.std, cfg.eval.batch_size, device, train=False,
+                         channels_last=cl)
+
+
+def train_run(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Path, device: torch.device,
+              on_epoch=None, progress: bool = True) -> list[dict]:
+    """:func:`~vant.pipeline.train.fit` with the run's settings and its device-resident batches."""
+    t = cfg.train
+    sampler = make_sampler(t.method, t.sigma, theta=t.theta, alpha=t.alpha, mode=t.sampler,
+                           values=t.sigma_values, warmup_epochs=t.warmup_epochs, seed=t.seed)
+    return fit(model, make_batches(cfg, data, device, train=True), t.epochs, lr=t.lr, weight_decay=t.weight_decay,
+               sampler=sampler, optimizer=t.optimizer, sam_rho=t.sam_rho, sam_adaptive=t.sam_adaptive,
+               device=device, amp=t.amp, compile=t.compile,
+               test_batches=make_batches(cfg, data, device, train=False) if t.test_every else None,
+               test_every=t.test_every, test_sigma=t.sigma, eval_seed=cfg.eval.seed, checkpoint=checkpoint,
+               checkpoint_extra=dict(config=to_dict(cfg)), noise_seed=t.seed + 1, on_epoch=on_epoch,
+               progress=progress, desc=cfg.name or f"{cfg.model.name}/{t.method}")
+
+
+def run_dir(cfg: RunConfig) -> Path:
+    """Where the (resolved) config's run lives."""
+    return Path(os.path.expanduser(cfg.out_dir)) / f"{label(cfg)}-{config_hash(cfg)}"
+
+
+def _versions() -> dict:
+    import torchvision
+
+    meta = dict(vant=__version__, torch=str(torch.__version__), torchvision=str(torchvision.__version__),
+                python=platform.python_version(), platform=platform.platform())
+    try:
+        src = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            meta["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return meta
+
+
+@dataclass
+class Run:
+    """A run directory and what is stored in it."""
+
+    path: Path
+
+    @property
+    def config(self) -> RunConfig:
+        raw = yaml.safe_load((self.path / "config.yaml").read_text())
+        return from_dict(RunConfig, raw["config"])
+
+    @property
+    def meta(self) -> dict:
+        return yaml.safe_load((self.path / "config.yaml").read_text()).get("meta", {})
+
+    def epochs(self) -> list[dict]:
+        return read_csv(self.path / "epochs.csv")
+
+    def rows(self) -> list[dict]:
+        return read_csv(self.path / "sweep.csv")
+
+    def summary(self) -> dict:
+        return json.loads((self.path / "summary.json").read_text())
+
+    @property
+    def trained(self) -> bool:
+        done = self.path / "trained"
+        return done.is_file()
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        p = Path(path)
+        if not (p / "config.yaml").is_file():
+            raise FileNotFoundError(f"{p} is not a run directory (no config.yaml)")
+        return cls(p)
+
+
+def eval_sigmas(cfg: RunConfig) -> list[float]:
+    """What a summary needs: the grid, sigma = 0 (clean accuracy) and sigma_train."""
+    extra = [0.0] + ([cfg.train.sigma] if cfg.train.method != "clean" else [])
+    return sorted(set(cfg.eval.sigmas) | set(extra))
+
+
+def _missing_rows(cfg: RunConfig, rows: list[dict]) -> dict[int, list[float]]:
+    have = {(round(r["sigma"], 9), r["repeat"], r["seed"]) for r in rows}
+    todo: dict[int, list[float]] = {}
+    for s in eval_sigmas(cfg):
+        reps = 1 if s == 0 else cfg.eval.repeats  # clean evaluation is deterministic
+        for r in range(reps):
+            if (round(s, 9), r, cfg.eval.seed + r) not in have:
+                todo.setdefault(r, []).append(s)
+    return todo
+
+
+def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool = False) -> Run:
+    """Train (or resume) and evaluate ``cfg``; everything already stored is reused. ``resolved``:
+    ``cfg`` is already the output of :func:`~vant.config.resolve` (a grid resolves each point once,
+    at expansion)."""
+    if not resolved:
+        cfg = resolve(cfg)
+        check_dataset_name(cfg.data.name)
+        model_info(cfg.model.name)
+    path = run_dir(cfg)
+    run = Run(path)
+    if run.trained and not _missing_rows(cfg, run.rows()):
+        _summarise(run, cfg)
+        return run
+    device = resolve_device(cfg.device)
+    # Everything that can fail on bad input happens before the directory is created.
+    data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, model_input_size(cfg), cfg.data.augment)
+    model = build_model(cfg, data)
+    path.mkdir(parents=True, exist_ok=True)
+    with lock(path):
+        if not (path / "config.yaml").is_file():
+            meta = dict(_versions(), device=str(device), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        hash=config_hash(cfg), test_split=data.test_split)
+            write_text_atomic(path / "config.yaml", yaml.safe_dump({"config": to_dict(cfg), "meta": meta}, sort_keys=False))
+        ckpt = path / "checkpoint.pt"
+        if not run.trained:
+            history = train_run(model, data, cfg, ckpt, device, on_epoch=lambda row: _append_epoch(path, row),
+                                progress=progress)
+            write_csv(path / "epochs.csv", history, EPOCH_FIELDS)
+            (path / "trained").write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        else:
+            model.load_state_dict(load_checkpoint(ckpt, "cpu")["model"])
+            model.to(device)
+        rows = run.rows()
+        todo = _missing_rows(cfg, rows)
+        if todo:
+            test = make_batches(cfg, data, device, train=False)
+            autocast = cfg.train.amp and device.type == "cuda"
+            for r, sig in sorted(todo.items()):
+                rows += sweep(model, test, sig, [r], cfg.eval.seed, batched=cfg.eval.batched, autocast=autocast)
+                write_csv(path / "sweep.csv", rows, SWEEP_FIELDS)
+        _summarise(run, cfg)
+    return run
+
+
+def _append_epoch(path: Path, row: dict) -> None:
+    rows = read_csv(path / "epochs.csv")
+    rows = [r for r in rows if r["epoch"] < row["epoch"]] + [row]
+    write_csv(path / "epochs.csv", rows, EPOCH_FIELDS)
+
+
+def curve(rows: list[dict], sigmas: list[float], seed: int, repeats: int) -> dict:
+    """Per-sigma mean, std and 95% CI half-width over the repeats belonging to (seed, repeats)."""
+    out = {"sigmas": [], "mean": [], "std": [], "ci95": [], "n": []}
+    for s in sigmas:
+        vals = [r["accuracy"] for r in rows if abs(r["sigma"] - s) < 1e-9 and r["repeat"] < repeats
+                and r["seed"] == seed + r["repeat"]]
+        if not vals:
+            raise KeyError(f"no evaluation rows at sigma={s}")
+        m, sd, ci = mean_std_ci(vals)
+        for k, v in (("sigmas", s), ("mean", m), ("std", sd), ("ci95", ci), ("n", len(vals))):
+            out[k].append(v)
+    return out
+
+
+def is_done(cfg: RunConfig) -> bool:
+    """True when the (resolved) config's run is trained and holds every evaluation row it asks for."""
+    run = Run(run_dir(cfg))
+    return run.trained and not _missing_rows(cfg, run.rows())
+
+
+def summary_of(run: Run, cfg: RunConfig) -> dict:
+    """The summary of ``run`` for ``cfg``'s evaluation settings, computed from the stored rows only."""
+    rows, epochs = run.rows(), run.epochs()
+    t = cfg.train
+    grid = curve(rows, cfg.eval.sigmas, cfg.eval.seed, cfg.eval.repeats)
+    clean = curve(rows, [0.0], cfg.eval.seed, 1)
+    at_train = curve(rows, [t.sigma], cfg.eval.seed, cfg.eval.repeats) if t.method != "clean" else clean
+    last = epochs[-1] if epochs else {}
+    summary = dict(
+        run=run.path.name, hash=config_hash(cfg), model=cfg.model.name, dataset=cfg.data.name, method=t.method,
+        sigma_train=t.sigma, alpha=t.alpha, theta=t.theta, sampler=t.sampler, epochs=t.epochs, seed=t.seed,
+        quant_bits=cfg.model.quant_bits, quant_act_scale=cfg.model.quant_act_scale, optimizer=t.optimizer,
+        sam_rho=t.sam_rho if t.optimizer == "sam" else None, sam_adaptive=t.sam_adaptive if t.optimizer == "sam" else None,
+        final_train_loss=last.get("train_loss"), final_train_acc=last.get("train_acc"),
+        train_seconds=round(sum(r["seconds"] for r in epochs), 2) if epochs else None,
+        clean_accuracy=clean["mean"][0],
+        acc_at_sigma_train=at_train["mean"][0], acc_at_sigma_train_std=at_train["std"][0],
+        auc=auc(grid["sigmas"], grid["mean"]) if len(grid["sigmas"]) > 1 else None,
+        eval=dict(sigmas=grid["sigmas"], mean=grid["mean"], std=grid["std"], ci95=_nan_none(grid["ci95"]),
+                  repeats=cfg.eval.repeats, seed=cfg.eval.seed, batched=cfg.eval.batched),
+    )
+    return summary
+
+
+def _summarise(run: Run, cfg: RunConfig) -> dict:
+    summary = summary_of(run, cfg)
+    t = cfg.train
+    grid = dict(sigmas=summary["eval"]["sigmas"], mean=summary["eval"]["mean"], std=summary["eval"]["std"])
+    epochs = run.epochs()
+    write_text_atomic(run.path / "summary.json", json.dumps(summary, indent=2))
+    figures = run.path / "figures"
+    accuracy_vs_sigma([dict(label=label(cfg), **grid)], figures / "accuracy_vs_sigma.png",
+                      title=f"{cfg.model.name} on {cfg.data.name}: {t.method}" + (f" @ sigma={t.sigma:g}" if t.method != "clean" else ""),
+                      mark=t.sigma if t.method != "clean" else None)
+    if epochs:
+        training_curves(epochs, figures / "training.png", title=run.path.name)
+    return summary
+
+
+def _nan_none(values):
+    return [None if (isinstance(v, float) and math.isnan(v)) else v for v in values]
+
+
+def load_trained(run: Run, device: str | torch.device = "auto"):
+    """The trained model of a finished run (noise sites injected, all silent), its test batches
+    and data set: what re-evaluating a run needs. Returns ``(model, test_batches, data)``."""
+    if not run.trained:
+        raise ValueError(f"run {run.path} has not finished training; run `vant train` on its config first")
+    cfg = resolve(run.config)
+    dev = resolve_device(device if device != "auto" else cfg.device)
+    data = load_dataset(cfg.data.name, cfg.data.root, False, model_input_size(cfg), cfg.data.augment)
+    model = build_model(cfg, data)
+    model.load_state_dict(load_checkpoint(run.path / "checkpoint.pt", "cpu")["model"])
+    model.to(dev).eval()
+    return model, make_batches(cfg, data, dev, train=False), data
