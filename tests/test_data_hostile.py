@@ -2,7 +2,9 @@
 
 Every tree and file here is written by the test itself; nothing is downloaded.
 """
+import gzip
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -214,3 +216,112 @@ def test_class_without_training_images_is_refused(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset("imagefolder", root)
     _one_line_error(e, root, "'c'", "no images under train/")
+
+
+# ----------------------------------------------------------------------------- CIFAR-10 pickles and IDX files
+
+
+def _cifar(root, labels=None, protocol=pickle.DEFAULT_PROTOCOL):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        ys = list(rng.integers(0, 10, 4)) if labels is None else list(labels)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "labels": ys, "filenames": [b"x.png", "y.png"],
+                         "data": rng.integers(0, 256, (4, 3072), dtype=np.uint8)}, f, protocol=protocol)
+    return folder
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_load(tmp_path, protocol):
+    _cifar(tmp_path, labels=[0, 1, 2, 9], protocol=protocol)
+    d = load_dataset("cifar10", tmp_path)
+    assert d.train_x.shape == (20, 3, 32, 32) and d.test_y.tolist() == [0, 1, 2, 9]
+
+
+class _Shell:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def test_cifar_batch_naming_numpy_core_loads(tmp_path):
+    """The published batches were pickled by Python 2 and name numpy.core.multiarray, not numpy._core."""
+    folder = _cifar(tmp_path, labels=[0, 1, 2, 9], protocol=2)
+    for p in folder.iterdir():
+        p.write_bytes(p.read_bytes().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n"))
+    assert load_dataset("cifar10", tmp_path).train_y.tolist() == [0, 1, 2, 9] * 5
+
+
+@pytest.mark.parametrize("payload", [_Boom, _Shell])
+def test_crafted_cifar_batch_cannot_run_code(tmp_path, payload):
+    folder = _cifar(tmp_path)
+    marker = tmp_path / "ran"
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({"labels": [0], "data": payload(marker)}, f)
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", tmp_path)
+    _one_line_error(e, folder / "data_batch_3", "refusing to load")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_a_dict", "wrong_shape", "label_out_of_range", "one_class"])
+def test_damaged_cifar_batch_is_one_line(tmp_path, damage):
+    folder = _cifar(tmp_path, labels=[3, 3, 3, 3] if damage == "one_class" else None)
+    bad = folder / "test_batch"
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[:100])
+    elif damage == "not_a_dict":
+        bad.write_bytes(pickle.dumps([1, 2, 3]))
+    elif damage == "wrong_shape":
+        bad.write_bytes(pickle.dumps({"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]}))
+    elif damage == "label_out_of_range":
+        bad.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}))
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", tmp_path)
+    msg = _one_line_error(e)
+    assert str(bad) in msg or "cifar10" in msg
+
+
+def test_missing_cifar_batch_is_data_not_found(tmp_path):
+    folder = _cifar(tmp_path)
+    (folder / "data_batch_4").unlink()
+    with pytest.raises(DataNotFound, match=str(folder)):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_truncated_idx_file_names_it(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem, shape in (("train-images-idx3-ubyte", (4, 28, 28)), ("train-labels-idx1-ubyte", (4,)),
+                        ("t10k-images-idx3-ubyte", (2, 28, 28)), ("t10k-labels-idx1-ubyte", (2,))):
+        header = bytes([0, 0, 8, len(shape)]) + b"".join(s.to_bytes(4, "big") for s in shape)
+        body = bytes(int(np.prod(shape)))
+        if stem.startswith("t10k-images"):
+            body = body[:-1]
+        with gzip.open(raw / f"{stem}.gz", "wb") as f:
+            f.write(header + body)
+    with pytest.raises(DataError) as e:
+        load_dataset("mnist", tmp_path)
+    _one_line_error(e, raw / "t10k-images-idx3-ubyte.gz", "truncated")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "no_X", "label_11"])
+def test_damaged_svhn_file_names_it(tmp_path, damage):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        y = np.array([[10], [1], [2], [11 if damage == "label_11" and split == "test" else 3]], dtype=np.uint8)
+        savemat(tmp_path / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8), "y": y})
+    bad = tmp_path / "test_32x32.mat"
+    if damage == "garbage":
+        bad.write_bytes(b"MATLAB 5.0" + os.urandom(200))
+    elif damage == "no_X":
+        savemat(bad, {"Y": np.zeros(3)})
+    with pytest.raises(DataError) as e:
+        load_dataset("svhn", tmp_path)
+    _one_line_error(e, bad)

@@ -9,6 +9,7 @@ real-format files the tests write; torchvision still does the downloading.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import os
@@ -166,14 +167,74 @@ def _digits(root: Path, download: bool) -> dict:
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
-def read_cifar10(folder: Path) -> dict:
-    def batch(name):
-        with open(folder / name, "rb") as f:
-            d = pickle.load(f, encoding="latin1")
-        return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d["labels"])
+CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
-    parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    xte, yte = batch("test_batch")
+
+def _latin1_encode(text, encoding="utf-8"):
+    # What Python 3 pickles bytes as under protocol 2; only the byte-preserving codec is let through.
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
+_NP_CORE = getattr(np, "_core", None) or np.core
+#: The only callables a CIFAR batch pickle may name: numpy's own array/scalar/dtype rebuilders, which
+#: build data and run nothing. Anything else (os.system, builtins.eval, ...) is refused before it is looked up.
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    **{(m, "_reconstruct"): _NP_CORE.multiarray._reconstruct for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(m, "scalar"): _NP_CORE.multiarray.scalar for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(m, "_frombuffer"): _NP_CORE.numeric._frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """An unpickler for data files: dicts, lists, str, bytes, numbers and numpy arrays, no other objects."""
+
+    def find_class(self, module, name):
+        try:
+            return _CIFAR_PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a data file holds only arrays, "
+                                         "lists and numbers") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refusing a persistent id: a data file holds only arrays, lists and numbers")
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images ``[N, 3, 32, 32]`` uint8 and labels ``[N]`` int64.
+
+    The file is a pickle; it is read with an unpickler that builds only plain data (see
+    ``_DataUnpickler``), so a crafted batch file cannot run code. Anything malformed is a DataError
+    naming the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            d = _DataUnpickler(f, encoding="latin1").load()
+    except FileNotFoundError:
+        raise DataNotFound(f"CIFAR-10 batch file not found: {path}") from None
+    except Exception as e:  # UnpicklingError, EOFError, ValueError, ...: all mean "not a CIFAR batch"
+        raise DataError(f"{path} is not a readable CIFAR-10 batch: {_one_line(e)}") from None
+    if not isinstance(d, dict) or "data" not in d or "labels" not in d:
+        raise DataError(f"{path} is not a CIFAR-10 batch (expected a dict with 'data' and 'labels')")
+    data = d["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' is not a uint8 [N, 3072] array")
+    try:
+        labels = np.asarray(d["labels"])
+    except Exception as e:
+        raise DataError(f"{path}: 'labels' is not a list of integers ({_one_line(e)})") from None
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: 'labels' is not {len(data)} integers")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def read_cifar10(folder: Path) -> dict:
+    parts = [read_cifar_batch(folder / name) for name in CIFAR_FILES[:-1]]
+    xte, yte = read_cifar_batch(folder / CIFAR_FILES[-1])
     return dict(train_x=torch.from_numpy(np.concatenate([p[0] for p in parts])),
                 train_y=torch.from_numpy(np.concatenate([p[1] for p in parts])).long(),
                 test_x=torch.from_numpy(xte), test_y=torch.from_numpy(yte).long())
@@ -182,7 +243,7 @@ def read_cifar10(folder: Path) -> dict:
 @register_dataset("cifar10", "CIFAR-10 (python version, cifar-10-batches-py/), 32x32 RGB, 10 classes", downloadable=True)
 def _cifar10(root: Path, download: bool) -> dict:
     folder = root / "cifar-10-batches-py"
-    if not (folder / "test_batch").is_file():
+    if not all((folder / name).is_file() for name in CIFAR_FILES):
         if not download:
             raise _missing("CIFAR-10", folder, True)
         import torchvision
@@ -196,13 +257,20 @@ def _cifar10(root: Path, download: bool) -> dict:
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (MNIST's format), gzipped or not."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # a truncated or non-gzip .gz file
+        raise DataError(f"{path} cannot be read: {_one_line(e)}") from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
     ndim = raw[3]
+    offset = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    if ndim == 0 or len(raw) != offset + int(np.prod(shape, dtype=object)):
+        raise DataError(f"{path}: the IDX header gives shape {shape}, which does not match the file's "
+                        f"{max(len(raw) - offset, 0)} data bytes (truncated?)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
 
 
 def _idx_set(root: Path, download: bool, folder_name: str, tv_class: str, title: str) -> dict:
@@ -252,9 +320,20 @@ def _svhn(root: Path, download: bool) -> dict:
             torchvision.datasets.SVHN(str(folder), split=split, download=True)
 
     def read(f):
-        m = loadmat(str(f))
-        x = torch.from_numpy(np.ascontiguousarray(np.transpose(m["X"], (3, 2, 0, 1))))
-        y = torch.from_numpy(m["y"].astype(np.int64).reshape(-1) % 10)  # label 10 means digit 0
+        try:  # loadmat builds arrays only (no code runs); a damaged file is one line naming it
+            m = loadmat(str(f))
+        except Exception as e:
+            raise DataError(f"{f} cannot be read as a MATLAB file: {_one_line(e)}") from None
+        X, y = m.get("X"), m.get("y")
+        if not isinstance(X, np.ndarray) or X.dtype != np.uint8 or X.ndim != 4 or X.shape[2] != 3:
+            raise DataError(f"{f}: no uint8 [H, W, 3, N] array 'X' in it")
+        if not isinstance(y, np.ndarray) or y.size != X.shape[3] or not np.issubdtype(y.dtype, np.number):
+            raise DataError(f"{f}: no array 'y' of {X.shape[3]} labels in it")
+        y = y.astype(np.int64).reshape(-1)
+        if y.min() < 0 or y.max() > 10:
+            raise DataError(f"{f}: labels {y.min()}..{y.max()}, outside SVHN's 0..10")
+        x = torch.from_numpy(np.ascontiguousarray(np.transpose(X, (3, 2, 0, 1))))
+        y = torch.from_numpy(y % 10)  # label 10 means digit 0
         return x, y
 
     (xtr, ytr), (xte, yte) = read(files[0]), read(files[1])
