@@ -6,6 +6,10 @@ flip and normalisation run there on whole batches (no CPU loader in the hot loop
 cifar10-airbench). Files are read in their public on-disk formats. The readers are our own
 because torchvision's classes verify MD5 sums of full files, which rules out the small
 real-format files the tests write; torchvision still does the downloading.
+
+Nothing read runs code (CIFAR's pickles go through a data-only unpickler, decode caches are loaded
+with ``allow_pickle=False``), a decode cache is keyed by a hash of the files it came from, and a
+damaged file or a degenerate split (one class, too few test images) is a one-line DataError.
 """
 from __future__ import annotations
 
@@ -460,6 +464,10 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{path} is not UTF-8 text: {_one_line(e)}") from None
 
 
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _tree_listing(split_dir: Path, classes: list[str] | None = None,
                   classes_from: str = "train/") -> tuple[list[Path], list[int], list[str]]:
     """Image files under ``split_dir/<class>/`` (any depth), their labels and the class list.
@@ -468,7 +476,7 @@ def _tree_listing(split_dir: Path, classes: list[str] | None = None,
     exactly those (``classes_from`` says where they came from, for the error). Hidden files and
     folders (a leading '.', e.g. macOS '._x.jpg' or '.ipynb_checkpoints') are not part of the tree.
     """
-    folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = _class_folders(split_dir)
     if classes is None:
         classes = folders
     elif set(folders) != set(classes):
@@ -583,7 +591,7 @@ def _tiny(root: Path, download: bool) -> dict:
     test_listing = None
     if (folder / "val" / "val_annotations.txt").is_file():  # the official layout
         if classes is None:
-            classes = _tree_listing(folder / "train")[2]
+            classes = _class_folders(folder / "train")
         test_listing = _tiny_val_annotations(folder, classes)
     # else: already regrouped into val/<wnid>/
     xtr, ytr, xte, yte, classes = _read_tree(folder, "val", 64, classes, classes_from, test_listing)
