@@ -86,7 +86,7 @@ def test_cinic10_tree_uses_valid_split(tmp_path):
     d = load_dataset("cinic10", tmp_path)
     assert d.train_x.shape == (6, 3, 32, 32) and d.test_split == "valid" and d.num_classes == 2
     assert d.test_y.tolist() == [0, 0, 0, 1, 1, 1] and int(d.test_x[4, 0, 0, 0]) == 41
-    assert (root / ".vant-cache-train-32.npy").is_file()  # decoded once, cached beside the data
+    assert (root / ".vant-cache-train-32.npz").is_file()  # decoded once, cached beside the data
     assert torch.equal(load_dataset("cinic10", tmp_path).train_x, d.train_x)
 
 

@@ -6,12 +6,19 @@ flip and normalisation run there on whole batches (no CPU loader in the hot loop
 cifar10-airbench). Files are read in their public on-disk formats. The readers are our own
 because torchvision's classes verify MD5 sums of full files, which rules out the small
 real-format files the tests write; torchvision still does the downloading.
+
+Nothing read runs code (CIFAR's pickles go through a data-only unpickler, decode caches are loaded
+with ``allow_pickle=False``), a decode cache is keyed by a hash of the files it came from, and a
+damaged file or a degenerate split (one class, too few test images) is a one-line DataError.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
+import hashlib
 import os
 import pickle
+import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +34,10 @@ IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
 
 class DataNotFound(FileNotFoundError):
     """A data set is missing; the message names the path searched and how to get it."""
+
+
+class DataError(ValueError):
+    """A data set is there but unusable (a file that cannot be read, a degenerate split); the message names it."""
 
 
 @dataclass
@@ -86,6 +97,7 @@ def load_dataset(name: str, root: str | os.PathLike = "~/.cache/vant/data", down
     root = Path(os.path.expanduser(str(root)))
     raw = _DATASETS[name].load(root, download)
     data = ArrayData(name=name, **raw)
+    check_splits(data, root)
     if image_size is not None and image_size != data.size:
         data.train_x = resize_uint8(data.train_x, image_size)
         data.test_x = resize_uint8(data.test_x, image_size)
@@ -98,9 +110,39 @@ def load_dataset(name: str, root: str | os.PathLike = "~/.cache/vant/data", down
     return data
 
 
+def check_splits(data: ArrayData, root: Path | None = None) -> None:
+    """Refuse data nothing can be learnt or measured on: an empty split, one class only, labels out of range.
+
+    A one-class split trains to 100 % and reports it; a label past the last class fails deep in a
+    CUDA kernel. Both are caught here, at load time, with a line naming the data set.
+    """
+    where = f"data set {data.name!r}" + (f" at {root}" if root is not None and data.name != "digits" else "")
+    k = data.num_classes
+    if k < 2:
+        raise DataError(f"{where} has {k} class(es); a classifier needs two or more")
+    for split, x, y in (("train", data.train_x, data.train_y), (data.test_split, data.test_x, data.test_y)):
+        if x.ndim != 4 or x.dtype != torch.uint8:
+            raise DataError(f"{where}: the {split} images are not a uint8 [N, C, H, W] array (got {x.dtype} {tuple(x.shape)})")
+        if len(x) != len(y):
+            raise DataError(f"{where}: the {split} split has {len(x)} images but {len(y)} labels")
+        if len(x) == 0:
+            raise DataError(f"{where}: the {split} split is empty")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= k:
+            raise DataError(f"{where}: the {split} split has labels {lo}..{hi}, outside 0..{k - 1}")
+        if lo == hi:
+            why = "training would trivially reach 100 %" if split == "train" else "its accuracy would measure that class only"
+            raise DataError(f"{where}: the {split} split has one class only (label {lo}); {why}")
+
+
 def resize_uint8(x: Tensor, size: int) -> Tensor:
     out = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _missing(what: str, path: Path, downloadable: bool) -> DataNotFound:
@@ -129,14 +171,74 @@ def _digits(root: Path, download: bool) -> dict:
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
-def read_cifar10(folder: Path) -> dict:
-    def batch(name):
-        with open(folder / name, "rb") as f:
-            d = pickle.load(f, encoding="latin1")
-        return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d["labels"])
+CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
-    parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    xte, yte = batch("test_batch")
+
+def _latin1_encode(text, encoding="utf-8"):
+    # What Python 3 pickles bytes as under protocol 2; only the byte-preserving codec is let through.
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
+_NP_CORE = getattr(np, "_core", None) or np.core
+#: The only callables a CIFAR batch pickle may name: numpy's own array/scalar/dtype rebuilders, which
+#: build data and run nothing. Anything else (os.system, builtins.eval, ...) is refused before it is looked up.
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    **{(m, "_reconstruct"): _NP_CORE.multiarray._reconstruct for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(m, "scalar"): _NP_CORE.multiarray.scalar for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(m, "_frombuffer"): _NP_CORE.numeric._frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """An unpickler for data files: dicts, lists, str, bytes, numbers and numpy arrays, no other objects."""
+
+    def find_class(self, module, name):
+        try:
+            return _CIFAR_PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a data file holds only arrays, "
+                                         "lists and numbers") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("refusing a persistent id: a data file holds only arrays, lists and numbers")
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: images ``[N, 3, 32, 32]`` uint8 and labels ``[N]`` int64.
+
+    The file is a pickle; it is read with an unpickler that builds only plain data (see
+    ``_DataUnpickler``), so a crafted batch file cannot run code. Anything malformed is a DataError
+    naming the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            d = _DataUnpickler(f, encoding="latin1").load()
+    except FileNotFoundError:
+        raise DataNotFound(f"CIFAR-10 batch file not found: {path}") from None
+    except Exception as e:  # UnpicklingError, EOFError, ValueError, ...: all mean "not a CIFAR batch"
+        raise DataError(f"{path} is not a readable CIFAR-10 batch: {_one_line(e)}") from None
+    if not isinstance(d, dict) or "data" not in d or "labels" not in d:
+        raise DataError(f"{path} is not a CIFAR-10 batch (expected a dict with 'data' and 'labels')")
+    data = d["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' is not a uint8 [N, 3072] array")
+    try:
+        labels = np.asarray(d["labels"])
+    except Exception as e:
+        raise DataError(f"{path}: 'labels' is not a list of integers ({_one_line(e)})") from None
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: 'labels' is not {len(data)} integers")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def read_cifar10(folder: Path) -> dict:
+    parts = [read_cifar_batch(folder / name) for name in CIFAR_FILES[:-1]]
+    xte, yte = read_cifar_batch(folder / CIFAR_FILES[-1])
     return dict(train_x=torch.from_numpy(np.concatenate([p[0] for p in parts])),
                 train_y=torch.from_numpy(np.concatenate([p[1] for p in parts])).long(),
                 test_x=torch.from_numpy(xte), test_y=torch.from_numpy(yte).long())
@@ -145,7 +247,7 @@ def read_cifar10(folder: Path) -> dict:
 @register_dataset("cifar10", "CIFAR-10 (python version, cifar-10-batches-py/), 32x32 RGB, 10 classes", downloadable=True)
 def _cifar10(root: Path, download: bool) -> dict:
     folder = root / "cifar-10-batches-py"
-    if not (folder / "test_batch").is_file():
+    if not all((folder / name).is_file() for name in CIFAR_FILES):
         if not download:
             raise _missing("CIFAR-10", folder, True)
         import torchvision
@@ -159,13 +261,20 @@ def _cifar10(root: Path, download: bool) -> dict:
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (MNIST's format), gzipped or not."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # a truncated or non-gzip .gz file
+        raise DataError(f"{path} cannot be read: {_one_line(e)}") from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
     ndim = raw[3]
+    offset = 4 + 4 * ndim
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    if ndim == 0 or len(raw) != offset + int(np.prod(shape, dtype=object)):
+        raise DataError(f"{path}: the IDX header gives shape {shape}, which does not match the file's "
+                        f"{max(len(raw) - offset, 0)} data bytes (truncated?)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
 
 
 def _idx_set(root: Path, download: bool, folder_name: str, tv_class: str, title: str) -> dict:
@@ -215,9 +324,20 @@ def _svhn(root: Path, download: bool) -> dict:
             torchvision.datasets.SVHN(str(folder), split=split, download=True)
 
     def read(f):
-        m = loadmat(str(f))
-        x = torch.from_numpy(np.ascontiguousarray(np.transpose(m["X"], (3, 2, 0, 1))))
-        y = torch.from_numpy(m["y"].astype(np.int64).reshape(-1) % 10)  # label 10 means digit 0
+        try:  # loadmat builds arrays only (no code runs); a damaged file is one line naming it
+            m = loadmat(str(f))
+        except Exception as e:
+            raise DataError(f"{f} cannot be read as a MATLAB file: {_one_line(e)}") from None
+        X, y = m.get("X"), m.get("y")
+        if not isinstance(X, np.ndarray) or X.dtype != np.uint8 or X.ndim != 4 or X.shape[2] != 3:
+            raise DataError(f"{f}: no uint8 [H, W, 3, N] array 'X' in it")
+        if not isinstance(y, np.ndarray) or y.size != X.shape[3] or not np.issubdtype(y.dtype, np.number):
+            raise DataError(f"{f}: no array 'y' of {X.shape[3]} labels in it")
+        y = y.astype(np.int64).reshape(-1)
+        if y.min() < 0 or y.max() > 10:
+            raise DataError(f"{f}: labels {y.min()}..{y.max()}, outside SVHN's 0..10")
+        x = torch.from_numpy(np.ascontiguousarray(np.transpose(X, (3, 2, 0, 1))))
+        y = torch.from_numpy(y % 10)  # label 10 means digit 0
         return x, y
 
     (xtr, ytr), (xte, yte) = read(files[0]), read(files[1])
@@ -230,56 +350,195 @@ def _svhn(root: Path, download: bool) -> dict:
 def _decode(path: Path, size: int | None) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    except FileNotFoundError:
+        raise DataNotFound(f"image file not found: {path}") from None
+    except Exception as e:  # PIL raises many kinds: OSError, SyntaxError, DecompressionBombError, ...
+        raise DataError(f"{path} cannot be decoded as an image: {_one_line(e)}") from None
 
 
-def read_image_list(files: list[Path], size: int | None, cache: Path | None = None) -> Tensor:
-    """Decode image files into one uint8 tensor (in parallel threads), with an optional cache file."""
-    if cache is not None and cache.is_file():
-        arr = np.load(cache)
-        if len(arr) == len(files):
+#: Part of every cache key: a change to what a cache file holds or how it is keyed misses old caches.
+IMAGE_CACHE_FORMAT = "vant decoded image list, format 2"
+
+
+def image_list_key(files: list[Path], size: int | None, labels: list[int] | None = None,
+                   base: Path | None = None) -> str:
+    """sha256 over everything a decoded image list is derived from.
+
+    That is each file in order (the order of the decoded array) with its path relative to ``base``,
+    its byte size, its mtime_ns and its label, and the resize side: overwriting an image, moving it
+    to another class folder, adding, removing or renaming one all change the key.
+    """
+    h = hashlib.sha256(f"{IMAGE_CACHE_FORMAT}\0size={size}\0n={len(files)}\0".encode())
+    for i, f in enumerate(files):
+        try:
+            st = os.stat(f)
+        except FileNotFoundError:
+            raise DataNotFound(f"image file not found: {f}") from None
+        except OSError as e:
+            raise DataError(f"{f} cannot be read: {_one_line(e)}") from None
+        rel = os.path.relpath(f, base) if base is not None else str(f)
+        label = "" if labels is None else int(labels[i])
+        # '\0' cannot occur in a path, so the fields cannot run into each other
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\0".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _load_image_cache(cache: Path, key: str, n: int, size: int | None) -> np.ndarray | None:
+    """The cached array when ``cache`` holds one under ``key`` of the expected shape, else None."""
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as z:  # arrays only: nothing in a cache file can run code
+            stored = z["key"]
+            if stored.shape != () or str(stored) != key:
+                return None  # the tree changed since: decode again
+            arr = z["x"]
+    except Exception:  # truncated, garbage, not an .npz: decode again and rewrite it
+        return None
+    if arr.dtype != np.uint8 or arr.ndim != 4 or len(arr) != n or arr.shape[1] != 3 \
+            or (size is not None and arr.shape[2:] != (size, size)):
+        return None
+    return arr
+
+
+def _save_image_cache(cache: Path, key: str, arr: np.ndarray) -> None:
+    """Write ``arr`` and its key to ``cache`` atomically (a temporary file, then os.replace)."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=cache.name + ".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, key=np.array(key), x=arr)
+        os.replace(tmp, cache)
+    except OSError:  # read-only data directory: no cache, just slower next time
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def read_image_list(files: list[Path], size: int | None, cache: Path | None = None,
+                    labels: list[int] | None = None) -> Tensor:
+    """Decode image files into one uint8 tensor ``[N, 3, size, size]`` (in parallel threads).
+
+    ``size=None`` takes the side from the first image's width. With ``cache`` (an .npz path), the
+    decoded array is kept there under ``image_list_key(files, size, labels)``: a changed tree misses
+    the cache, a cache that cannot be read is rebuilt, and the file is loaded with
+    ``allow_pickle=False``. A file that cannot be decoded is a DataError naming it.
+    """
+    key = None
+    if cache is not None:
+        key = image_list_key(files, size, labels, cache.parent)
+        arr = _load_image_cache(cache, key, len(files), size)
+        if arr is not None:
             return torch.from_numpy(arr)
     if not files:
         return torch.zeros(0, 3, size or 1, size or 1, dtype=torch.uint8)
     if size is None:
         size = _decode(files[0], None).shape[-1]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        arr = np.stack(list(pool.map(lambda p: _decode(p, size), files, chunksize=256)))
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+    try:
+        arr = np.stack(list(pool.map(lambda p: _decode(p, size), files)))
+    finally:  # on a bad file, stop instead of decoding the rest first
+        pool.shutdown(wait=True, cancel_futures=True)
     if cache is not None:
-        try:
-            tmp = cache.with_name(cache.name + ".tmp.npy")
-            np.save(tmp, arr)
-            os.replace(tmp, cache)
-        except OSError:
-            pass  # read-only data directory: no cache, just slower next time
+        _save_image_cache(cache, key, arr)
     return torch.from_numpy(arr)
 
 
-def _class_tree(split_dir: Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
-    classes = classes or sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    index = {c: i for i, c in enumerate(classes)}
+def _names(xs: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(x) for x in xs[:limit])
+    return shown + (f" and {len(xs) - limit} more" if len(xs) > limit else "")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text: {_one_line(e)}") from None
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _tree_listing(split_dir: Path, classes: list[str] | None = None,
+                  classes_from: str = "train/") -> tuple[list[Path], list[int], list[str]]:
+    """Image files under ``split_dir/<class>/`` (any depth), their labels and the class list.
+
+    The classes are the sorted class folders, or ``classes`` when given, and then the folders must be
+    exactly those (``classes_from`` says where they came from, for the error). Hidden files and
+    folders (a leading '.', e.g. macOS '._x.jpg' or '.ipynb_checkpoints') are not part of the tree.
+    """
+    folders = _class_folders(split_dir)
+    if classes is None:
+        classes = folders
+    elif set(folders) != set(classes):
+        missing, extra = sorted(set(classes) - set(folders)), sorted(set(folders) - set(classes))
+        parts = ([f"no folder for {_names(missing)}"] if missing else []) + \
+                ([f"folders {_names(extra)} are not classes there"] if extra else [])
+        raise DataError(f"the class folders of {split_dir} differ from {classes_from}: " + "; ".join(parts))
     files, labels = [], []
-    for c in classes:
+    for i, c in enumerate(classes):
         d = split_dir / c
-        if not d.is_dir():
-            continue
         for p in sorted(d.rglob("*")):
-            if p.suffix.lower() in IMG_EXTS:
+            if p.suffix.lower() in IMG_EXTS and not any(s.startswith(".") for s in p.relative_to(d).parts) \
+                    and p.is_file():
                 files.append(p)
-                labels.append(index[c])
+                labels.append(i)
     return files, labels, classes
 
 
-def _tree_split(root: Path, split: str, size: int | None, classes=None):
-    files, labels, classes = _class_tree(root / split, classes)
-    if not files:
-        raise DataNotFound(f"no images found under {root / split}")
-    x = read_image_list(files, size, cache=root / f".vant-cache-{split}-{size}.npy")
-    return x, torch.tensor(labels), classes
+def _check_tree(root: Path, classes: list[str], train_labels: list[int], test: str, test_labels: list[int]) -> None:
+    """Refuse an image tree nothing can be learnt or measured on, naming its root."""
+    if not train_labels:
+        raise DataNotFound(f"no images found under {root / 'train'}")
+    if not test_labels:
+        raise DataNotFound(f"no images found under {root / test}")
+    if len(classes) < 2:
+        raise DataError(f"image tree {root} has one class only ({classes[0]!r}) under train/; "
+                        "a classifier needs two or more (training would trivially reach 100 %)")
+    counts = np.bincount(train_labels, minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts) if n == 0]
+    if empty:
+        raise DataError(f"image tree {root}: class(es) {_names(empty)} have no images under train/")
+    if len(test_labels) < len(classes):
+        raise DataError(f"image tree {root}: the {test} split has {len(test_labels)} image(s) for "
+                        f"{len(classes)} classes; it cannot measure them all")
+
+
+def _decode_split(root: Path, split: str, files: list[Path], labels: list[int], size: int | None) -> Tensor:
+    x = read_image_list(files, size, cache=root / f".vant-cache-{split}-{size}.npz", labels=labels)
+    try:  # the cache of older versions, keyed by the image count only: never read, so not kept either
+        (root / f".vant-cache-{split}-{size}.npy").unlink(missing_ok=True)
+    except OSError:
+        pass
+    return x
+
+
+def _read_tree(root: Path, test: str, size: int | None, classes: list[str] | None = None,
+               classes_from: str | None = None,
+               test_listing: tuple[list[Path], list[int]] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, list]:
+    """Train and test split of ``root/train/<class>/`` and ``root/<test>/<class>/``, checked, then decoded.
+
+    Both splits are listed and checked before any image is decoded. ``size=None`` decodes train at
+    its first image's side and test at train's.
+    """
+    ftr, ltr, classes = _tree_listing(root / "train", classes, classes_from or "train/")
+    if test_listing is None:
+        fte, lte, _ = _tree_listing(root / test, classes, classes_from or f"those of {root / 'train'}")
+    else:
+        fte, lte = test_listing
+    _check_tree(root, classes, ltr, test, lte)
+    xtr = _decode_split(root, "train", ftr, ltr, size)
+    xte = _decode_split(root, test, fte, lte, xtr.shape[-1] if size is None else size)
+    return xtr, torch.tensor(ltr, dtype=torch.int64), xte, torch.tensor(lte, dtype=torch.int64), classes
 
 
 CINIC_MEAN, CINIC_STD = (0.47889522, 0.47227842, 0.43047404), (0.24205776, 0.23828046, 0.25874835)
@@ -290,13 +549,30 @@ def _cinic10(root: Path, download: bool) -> dict:
     folder = next((p for p in (root / "cinic10", root / "CINIC-10", root) if (p / "train").is_dir() and (p / "valid").is_dir()), None)
     if folder is None:
         raise _missing("CINIC-10 (train/ and valid/ folders)", root / "cinic10", False)
-    xtr, ytr, classes = _tree_split(folder, "train", 32)
-    xte, yte, _ = _tree_split(folder, "valid", 32, classes)
+    xtr, ytr, xte, yte, classes = _read_tree(folder, "valid", 32)
     return dict(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, num_classes=len(classes), mean=CINIC_MEAN,
                 std=CINIC_STD, augment=True, flip=True, test_split="valid")
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _tiny_val_annotations(folder: Path, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """The official val/ layout: val/images/* and val_annotations.txt naming each image's class."""
+    ann = folder / "val" / "val_annotations.txt"
+    index = {c: i for i, c in enumerate(classes)}
+    files, labels = [], []
+    for n, line in enumerate(_read_text(ann).splitlines(), 1):
+        if not line.strip():
+            continue
+        r = line.split("\t")
+        if len(r) < 2 or not r[0] or Path(r[0]).name != r[0] or r[0].startswith("."):
+            raise DataError(f"{ann} line {n}: expected '<image file name>\\t<class>', got {line[:80]!r}")
+        if r[1] not in index:
+            raise DataError(f"{ann} line {n}: class {r[1]!r} is not one of the {len(classes)} training classes")
+        files.append(folder / "val" / "images" / r[0])
+        labels.append(index[r[1]])
+    return files, labels
 
 
 @register_dataset("tinyimagenet", "Tiny ImageNet 200 (tiny-imagenet-200/ with val/ regrouped from val_annotations.txt), 64x64")
@@ -305,17 +581,20 @@ def _tiny(root: Path, download: bool) -> dict:
     if folder is None:
         raise _missing("Tiny ImageNet (tiny-imagenet-200/train and /val)", root / "tiny-imagenet-200", False)
     wnids = folder / "wnids.txt"
-    classes = wnids.read_text().split() if wnids.is_file() else sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
-    xtr, ytr, _ = _tree_split(folder, "train", 64, classes)
-    ann = folder / "val" / "val_annotations.txt"
-    if ann.is_file():  # the official layout: val/images/*.JPEG + a file naming each image's class
-        index = {c: i for i, c in enumerate(classes)}
-        rows = [line.split("\t") for line in ann.read_text().splitlines() if line.strip()]
-        files = [folder / "val" / "images" / r[0] for r in rows]
-        xte = read_image_list(files, 64, cache=folder / ".vant-cache-val-64.npy")
-        yte = torch.tensor([index[r[1]] for r in rows])
-    else:  # already regrouped into val/<wnid>/
-        xte, yte, _ = _tree_split(folder, "val", 64, classes)
+    if wnids.is_file():
+        classes, classes_from = _read_text(wnids).split(), f"the classes in {wnids}"
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        if twice:
+            raise DataError(f"{wnids} names class(es) {_names(twice)} more than once")
+    else:
+        classes, classes_from = None, None
+    test_listing = None
+    if (folder / "val" / "val_annotations.txt").is_file():  # the official layout
+        if classes is None:
+            classes = _class_folders(folder / "train")
+        test_listing = _tiny_val_annotations(folder, classes)
+    # else: already regrouped into val/<wnid>/
+    xtr, ytr, xte, yte, classes = _read_tree(folder, "val", 64, classes, classes_from, test_listing)
     return dict(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, num_classes=len(classes), mean=IMAGENET_MEAN,
                 std=IMAGENET_STD, augment=True, flip=True, test_split="val")
 
@@ -327,8 +606,7 @@ def _imagefolder(root: Path, download: bool) -> dict:
     test = next((s for s in ("test", "val", "valid") if (root / s).is_dir()), None)
     if test is None:
         raise DataNotFound(f"image folder {root} has train/ but no test/, val/ or valid/")
-    xtr, ytr, classes = _tree_split(root, "train", None)
-    xte, yte, _ = _tree_split(root, test, xtr.shape[-1], classes)
+    xtr, ytr, xte, yte, classes = _read_tree(root, test, None)
     return dict(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, num_classes=len(classes), mean=None, std=None,
                 augment=True, flip=True, test_split=test)
 
