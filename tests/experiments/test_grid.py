@@ -173,6 +173,18 @@ def test_cli_errors_are_one_line(capsys):
         assert err.count("\n") == 1 and err.startswith("vant: error:") and message in err, err
 
 
+@pytest.mark.parametrize("text", ["", "variant,train.method,train.sigma,group,run,run_dir,status\n",
+                                  "variant,train.method,train.sigma,group,run,run_dir,status\nNT,nt,0.1,ab,r1,r1,ok\nNT,n"])
+def test_report_on_a_damaged_table_is_one_line(tmp_path, capsys, text):
+    from vant.cli import main
+
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({"name": "g", "base": BASE, "report": {"kind": "curves"}}))
+    (tmp_path / "results.csv").write_text(text)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "results.csv" in err and "run the grid again" in err, err
+
+
 def test_one_process_per_grid_directory(tmp_path):
     from vant.pipeline.store import RunBusy, lock as _lock
 

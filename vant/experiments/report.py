@@ -181,32 +181,32 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
     png = _save(fig, out / "report.png")
 
     lines = _header(spec, rows)
-    lines += ["| run | method | σ_train | α | θ | clean acc [%] | acc @ σ_train [%] | AUC | rAUC [%] | PA [pp] |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     labelled = {}
     for r in ok:  # a run that two variants share (or a repeated point) is listed once
         labelled.setdefault(_row_label(r, varying), r)
+    body = []
     for label, r in labelled.items():
         vant = r["train.method"] == "vant"
-        lines.append(f"| {label} | {r['train.method']} | {_value(r['train.sigma'])} | "
-                     f"{_value(r['train.alpha']) if vant else ''} | {_value(r['train.theta']) if vant else ''} | "
-                     f"{_fmt(r['clean_acc'])} | {_fmt(r['acc_at_sigma_train'])} | {_fmt(r['auc'])} | "
-                     f"{_fmt(r['rauc'])} | {_fmt(r['pa'], sign=True)} |")
+        body.append((label, r["train.method"], _value(r["train.sigma"]), _value(r["train.alpha"]) if vant else "",
+                     _value(r["train.theta"]) if vant else "", _fmt(r["clean_acc"]), _fmt(r["acc_at_sigma_train"]),
+                     _fmt(r["auc"]), _fmt(r["rauc"]), _fmt(r["pa"], sign=True)))
+    lines.append(markdown(["run", "method", "σ_train", "α", "θ", "clean acc [%]", "acc @ σ_train [%]", "AUC",
+                           "rAUC [%]", "PA [pp]"], body, align="llrrrrrrrr"))
     for name in opts.best:
         vr = [r for r in ok if r["variant"] == name]
         if vr:
             lines.append(f"\nBest {name} by AUC (drawn in the figure): {_row_label(best_by_auc(vr), varying)}.")
     if ok:
         sig = curve_of(ok[0])[0]
-        lines += ["", "## Accuracy [%] at each inference σ", "",
-                  "| run | " + " | ".join(_value(s) for s in sig) + " |", "|---|" + "---:|" * len(sig)]
+        body = []
         for label, r in labelled.items():
             acc = dict(zip(*curve_of(r)[:2]))
-            lines.append(f"| {label} | " + " | ".join(_fmt(acc.get(s)) for s in sig) + " |")
+            body.append([label] + [_fmt(acc.get(s)) for s in sig])
         for g in dict.fromkeys(r["group"] for r in ok):
             bound = group_upper_bound([r for r in ok if r["group"] == g], sig)
             if bound is not None:
-                lines.append("| upper bound (NT matched) | " + " | ".join(_fmt(v) for v in bound) + " |")
+                body.append(["upper bound (NT matched)"] + [_fmt(v) for v in bound])
+        lines += ["", "## Accuracy [%] at each inference σ", "", markdown(["run"] + [_value(s) for s in sig], body)]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
     return [png, md]
@@ -303,20 +303,20 @@ def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
             lines.append(f"- {where}{at_x}{_short(opts.y)}={_value(c[opts.y])} "
                          f"(rAUC {_fmt(c['rauc'])} %, PA {_fmt(c['pa'], sign=True)} pp)")
     for metric in opts.metrics:
-        lines += ["", f"## {METRIC_NAME.get(metric, metric)}; rows {_short(opts.y)}, columns {_short(opts.x)}"
-                  + ("; selected cells in bold" if chosen_keys else ""), "",
-                  f"| {_short(opts.y)} \\ {_short(opts.x)} | " + " | ".join(_value(x) for x in xs) + " |",
-                  "|---|" + "---:|" * len(xs)]
+        body = []
         for y in ys:
             vals = []
             for x in xs:
                 r = at.get((x, y))
                 s = _fmt(r.get(metric), sign=metric == "pa") if r else ""
                 vals.append(f"**{s}**" if (x, y) in chosen_keys and s else s)
-            lines.append(f"| {_value(y)} | " + " | ".join(vals) + " |")
+            body.append([_value(y)] + vals)
         if opts.nt_row:
-            lines.append("| NT | " + " | ".join(
-                ("+0.0" if metric == "pa" else _fmt(nt_row[x].get(metric))) if x in nt_row else "" for x in xs) + " |")
+            body.append(["NT"] + [("+0.0" if metric == "pa" else _fmt(nt_row[x].get(metric))) if x in nt_row else ""
+                                  for x in xs])
+        lines += ["", f"## {METRIC_NAME.get(metric, metric)}; rows {_short(opts.y)}, columns {_short(opts.x)}"
+                  + ("; selected cells in bold" if chosen_keys else ""), "",
+                  markdown([f"{_short(opts.y)} \\ {_short(opts.x)}"] + [_value(x) for x in xs], body)]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
     return [png, md]
@@ -344,19 +344,18 @@ def table1(rows: Sequence[dict], variant: str = "VANT", by: str = "train.sigma",
 def format_table1(cols: Sequence[dict], by: str = "train.sigma") -> str:
     """The paper's Table 1 layout: one column per sigma_train; the best VANT rAUC in bold."""
     def row(name, f):
-        return f"| {name} | " + " | ".join(f(c) for c in cols) + " |"
+        return [name] + [f(c) for c in cols]
 
     sel = lambda c, k: c["selected"][k] if c["selected"] is not None else None  # noqa: E731
     best = max((sel(c, "rauc") for c in cols if _finite(sel(c, "rauc"))), default=None)
-    lines = [row(_short(by), lambda c: _value(c["value"])), "|---|" + "---:|" * len(cols),
-             row("α", lambda c: _value(sel(c, "train.alpha")) if c["selected"] else "—"),
+    body = [row("α", lambda c: _value(sel(c, "train.alpha")) if c["selected"] else "—"),
              row("θ", lambda c: _value(sel(c, "train.theta")) if c["selected"] else "—"),
              row("Preserved Accuracy (pp)", lambda c: _fmt(sel(c, "pa"))),
              row("rAUC NT [%]", lambda c: _fmt(c["nt_rauc"])),
              row("rAUC VANT [%]", lambda c: (f"**{_fmt(sel(c, 'rauc'))}**" if sel(c, "rauc") == best
                                              else _fmt(sel(c, "rauc")))),
              row("feasible / candidates", lambda c: f"{c['feasible']}/{c['candidates']}")]
-    return "\n".join(lines)
+    return markdown(row(_short(by), lambda c: _value(c["value"])), body)
 
 
 def _table1(spec, rows, out: Path, opts: Table1Report) -> list[Path]:
@@ -438,16 +437,16 @@ def _bars(spec, rows, out: Path, opts: BarsReport) -> list[Path]:
     fig.suptitle(_title(spec), fontsize=10)
     png = _save(fig, out / "report.png")
     lines = _header(spec, rows)
-    lines += [f"| {' / '.join(_short(k) for k in opts.group_by)} | {_short(opts.x)} | rAUC NT [%] | rAUC VANT [%] | "
-              "gain [pp] | PA [pp] |", "|---|---:|---:|---:|---:|---:|"]
+    body = []
     for g in groups:
         for x in xs:
             t = table.get((g, x))
             if t is None:
                 continue
             gain = t["vant"] - t["nt"] if _finite(t["vant"]) and _finite(t["nt"]) else None
-            lines.append(f"| {g} | {_value(x)} | {_fmt(t['nt'])} | {_fmt(t['vant'])} | {_fmt(gain, sign=True)} | "
-                         f"{_fmt(t['pa'], sign=True)} |")
+            body.append((g, _value(x), _fmt(t["nt"]), _fmt(t["vant"]), _fmt(gain, sign=True), _fmt(t["pa"], sign=True)))
+    lines.append(markdown([" / ".join(_short(k) for k in opts.group_by), _short(opts.x), "rAUC NT [%]", "rAUC VANT [%]",
+                           "gain [pp]", "PA [pp]"], body))
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
     return [png, md]

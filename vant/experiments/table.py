@@ -12,6 +12,7 @@ that picks SAM's rho and QAT's constant scale (spec 2); reports and presets use 
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -111,9 +112,19 @@ def read_results(grid_dir: str | Path) -> list[dict]:
     path = Path(grid_dir) / "results.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{grid_dir} is not a grid directory (no results.csv)")
-    rows = read_csv(path)
-    for r in rows:  # empty cells are missing values
-        for k, v in r.items():
+    try:
+        rows = read_csv(path)
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} does not parse ({e}); run the grid again to rewrite it") from None
+    if not rows:
+        raise ConfigError(f"{path} has no rows; run the grid again to rewrite it")
+    required = ("variant", "group", "run", "run_dir", "status", "train.method", "train.sigma")
+    for i, r in enumerate(rows, 2):  # a truncated file: a short last line, or a header without the columns
+        missing = [k for k in required if r.get(k) is None]
+        if missing or None in r:
+            what = f"lacks {missing}" if missing else "has more cells than columns"
+            raise ConfigError(f"{path} is damaged: line {i} {what}; run the grid again to rewrite it")
+        for k, v in r.items():  # empty cells are missing values
             if v == "":
                 r[k] = None
     return rows

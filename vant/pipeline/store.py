@@ -46,6 +46,9 @@ def read_csv(path: Path) -> list[dict]:
         for row in csv.DictReader(f):
             parsed = {}
             for k, v in row.items():
+                if not isinstance(v, str):  # a short line's missing cells (None), a long line's extra ones (list)
+                    parsed[k] = v
+                    continue
                 try:
                     parsed[k] = int(v) if v.lstrip("-").isdigit() else float(v)
                 except ValueError:
