@@ -86,6 +86,8 @@ BAD = [
     ("eval.sigmas=[]", "eval.sigmas"),
     ("eval.sigmas=[0.5,0.1]", "eval.sigmas"),
     ("eval.sigmas=[0.1,0.1]", "eval.sigmas"),
+    ("eval.sigmas=[0.1]", "eval.sigmas"),  # the AUC needs two points
+    ("eval.sigmas=0.1,", "eval.sigmas"),
     (["train.method=empirical", "train.sigma_values=[-1]"], "train.sigma_values"),
     (["train.method=empirical", "train.sigma_values=[0.3,nan]"], "train.sigma_values"),
     (["train.method=empirical", "train.sigma_values=[inf]"], "train.sigma_values"),
@@ -195,6 +197,7 @@ def test_the_names_config_checks_are_those_the_library_accepts():
     (["device=tpu"], "device"),
     (["name=../../escape"], "name"),
     (["data.image_size=-4"], "data.image_size"),
+    (["eval.sigmas=[0.1]"], "eval.sigmas"),
 ])
 def test_cli_rejects_a_hostile_config_in_one_line_and_writes_nothing(tmp_path, capsys, args, key):
     from vant.cli import main

@@ -325,6 +325,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"eval.sigmas must be a non-empty list of numbers >= 0, got {sig}")
     if sorted(sig) != list(sig) or len(set(sig)) != len(sig):
         raise ConfigError(f"eval.sigmas must be strictly increasing, got {sig}")
+    if len(sig) < 2:  # the summary's AUC over the grid needs two points
+        raise ConfigError(f"eval.sigmas must hold at least 2 values (the AUC needs two points), got {sig}")
     cfg.eval.sigmas = [float(s) for s in sig]
     _check_out_dir(cfg.out_dir)
     return cfg
