@@ -176,6 +176,10 @@ def test_inside(tmp_path):
     (tmp_path / "runs" / "escape").symlink_to(tmp_path)  # a link inside that points outside
     with pytest.raises(ConfigError, match="^k: "):
         inside(tmp_path / "runs", tmp_path / "runs" / "escape" / "x", "k")
+    (tmp_path / "runs" / "loop").symlink_to(tmp_path / "runs" / "loop")
+    for bad in (tmp_path / "runs" / "loop" / "x", tmp_path / "runs" / "a\x00b"):
+        with pytest.raises(ConfigError, match="^k: "):
+            inside(tmp_path / "runs", bad, "k")
 
 
 def test_the_names_config_checks_are_those_the_library_accepts():

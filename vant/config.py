@@ -412,7 +412,10 @@ def safe_component(text: str, key: str) -> str:
 def inside(parent: Path, child: Path, key: str) -> Path:
     """``child`` resolved (symlinks followed), if it lies strictly inside ``parent`` (also resolved);
     otherwise a one-line ConfigError naming ``key``. Neither path need exist."""
-    p, c = Path(parent).resolve(), Path(child).resolve()
+    try:
+        p, c = Path(parent).resolve(), Path(child).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte
+        raise ConfigError(f"{key}: cannot resolve {str(child)!r} under {str(parent)!r}: {e}") from None
     if c == p or p not in c.parents:
         raise ConfigError(f"{key}: {str(child)!r} is not inside {str(parent)!r}")
     return c
