@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Union
 
 import yaml
@@ -26,6 +29,23 @@ TABLE1_THETA = {0.1: 0.05, 0.3: 0.05, 0.5: 0.25, 0.7: 0.35, 0.9: 0.35, 1.1: 0.45
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the key."""
+
+
+#: Training methods, VANT sampler modes (vant.samplers.VANT_MODES) and noise kinds (vant.noise.KINDS)
+#: a run config may name; kept here so that checking a config imports nothing else of vant.
+METHODS = ("clean", "nt", "vant", "empirical")
+SAMPLERS = ("half_normal", "normal_abs", "normal_clamp0")
+NOISE_KINDS = ("add", "mul", "mixed")
+OPTIMIZERS = ("adam", "sam")
+#: ``device``: auto, cpu, cuda or cuda:N (only the form is checked; CUDA is looked for when the run starts).
+DEVICE_FORM = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+#: train.seed bound: the data order of epoch e is seeded with seed * 1,000,003 + e, which must fit a
+#: torch seed (< 2**64); 2**44 * 1,000,003 < 2**64.
+TRAIN_SEED_LIMIT = 2 ** 44
+#: eval.seed bound: repeat r of the evaluation seeds torch with eval.seed + r.
+EVAL_SEED_LIMIT = 2 ** 63
+#: The longest run label ``name`` may be (it becomes ``<name>-<hash>``, one directory name).
+NAME_MAX = 100
 
 
 @dataclass
@@ -250,13 +270,33 @@ def default_theta(sigma: float) -> float:
 
 
 def resolve(cfg: RunConfig) -> RunConfig:
-    """Fill every recipe default (``None``) and validate value ranges; returns a new config."""
+    """Fill every recipe default (``None``) and validate every field; returns a new config.
+
+    It writes nothing (a run calls it before creating its directory, so a bad config leaves nothing
+    behind); every error is a one-line :class:`ConfigError` that names the key."""
     cfg = from_dict(RunConfig, to_dict(cfg))
     t, d = cfg.train, cfg.data.name
-    if t.method not in ("clean", "nt", "vant", "empirical"):
+    _check_names(cfg)
+    if t.method not in METHODS:
         raise ConfigError(f"train.method: unknown method {t.method!r}; choose clean, nt, vant or empirical")
-    if t.sigma < 0:
-        raise ConfigError(f"train.sigma must be >= 0, got {t.sigma}")
+    # The fields as given, before the recipe overwrites any (a clean run's sigma, for one).
+    _check_number("train.sigma", t.sigma)
+    _check_number("train.alpha", t.alpha)
+    for key, value in (("train.theta", t.theta), ("train.lr", t.lr), ("train.weight_decay", t.weight_decay)):
+        if value is not None:
+            _check_number(key, value)
+    for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
+                       ("eval.repeats", cfg.eval.repeats), ("eval.batch_size", cfg.eval.batch_size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    if t.test_every < 0:
+        raise ConfigError(f"train.test_every must be >= 0 (0 = never), got {t.test_every}")
+    if not 0 <= t.seed < TRAIN_SEED_LIMIT:
+        raise ConfigError(f"train.seed must be an integer in [0, 2**44), got {t.seed}")
+    if not 0 <= cfg.eval.seed < EVAL_SEED_LIMIT:
+        raise ConfigError(f"eval.seed must be an integer in [0, 2**63), got {cfg.eval.seed}")
+    if cfg.data.image_size is not None and cfg.data.image_size < 1:
+        raise ConfigError(f"data.image_size must be an integer >= 1 (or null for the model's need), got {cfg.data.image_size}")
     if t.method == "clean":
         t.sigma, t.theta = 0.0, 0.0
     if t.theta is None:
@@ -269,26 +309,116 @@ def resolve(cfg: RunConfig) -> RunConfig:
         t.weight_decay = 1e-4 if d in ("cinic10", "tinyimagenet") else 0.0
     if t.warmup_epochs is None:
         t.warmup_epochs = 100 if d in ("cinic10", "tinyimagenet") and t.method != "clean" else 0
-    for key, value in (("train.alpha", t.alpha), ("train.theta", t.theta), ("train.lr", t.lr),
-                       ("train.weight_decay", t.weight_decay)):
-        if value < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
-    for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size),
-                       ("eval.repeats", cfg.eval.repeats), ("eval.batch_size", cfg.eval.batch_size)):
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
     if t.warmup_epochs < 0 or t.warmup_epochs > t.epochs:
         raise ConfigError(f"train.warmup_epochs must lie in [0, train.epochs={t.epochs}], got {t.warmup_epochs}")
     _resolve_baselines(cfg)
+    for i, v in enumerate(t.sigma_values):
+        _check_number(f"train.sigma_values[{i}]", _number(v))
     if t.method == "empirical" and not t.sigma_values:
         raise ConfigError("train.sigma_values: method 'empirical' needs a list of measured sigma values")
     sig = [_number(v) for v in cfg.eval.sigmas]
-    if not sig or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0 for s in sig):
+    if not sig or any(isinstance(s, bool) or not isinstance(s, (int, float)) for s in sig):
+        raise ConfigError(f"eval.sigmas must be a non-empty list of numbers >= 0, got {sig}")
+    if not all(math.isfinite(s) for s in sig):
+        raise ConfigError(f"eval.sigmas must hold finite numbers, got {sig}")
+    if any(s < 0 for s in sig):
         raise ConfigError(f"eval.sigmas must be a non-empty list of numbers >= 0, got {sig}")
     if sorted(sig) != list(sig) or len(set(sig)) != len(sig):
         raise ConfigError(f"eval.sigmas must be strictly increasing, got {sig}")
+    if len(sig) < 2:  # the summary's AUC over the grid needs two points
+        raise ConfigError(f"eval.sigmas must hold at least 2 values (the AUC needs two points), got {sig}")
     cfg.eval.sigmas = [float(s) for s in sig]
+    _check_out_dir(cfg.out_dir)
     return cfg
+
+
+def _check_number(key: str, value: Any) -> None:
+    """A finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    if value < 0:
+        raise ConfigError(f"{key} must be >= 0, got {value}")
+
+
+def _check_names(cfg: RunConfig) -> None:
+    """The fields that name a choice, and those that end up in the run directory's path."""
+    t, n = cfg.train, cfg.noise
+    if t.sampler not in SAMPLERS:
+        raise ConfigError(f"train.sampler: unknown sampler {t.sampler!r}; choose {', '.join(SAMPLERS)}")
+    if n.kind not in NOISE_KINDS:
+        raise ConfigError(f"noise.kind: unknown noise kind {n.kind!r}; choose {', '.join(NOISE_KINDS)}")
+    sites = n.sites
+    if isinstance(sites, str):  # 'paper', 'all' or one fnmatch pattern
+        if not sites.strip():
+            raise ConfigError(f"noise.sites must be 'paper', 'all' or a non-empty list of module name patterns, got {sites!r}")
+    elif not sites or not all(isinstance(p, str) and p.strip() for p in sites):
+        raise ConfigError(f"noise.sites must be 'paper', 'all' or a non-empty list of module name patterns, got {sites!r}")
+    if not DEVICE_FORM.fullmatch(cfg.device):
+        raise ConfigError(f"device: unknown device {cfg.device!r}; choose auto, cpu, cuda or cuda:N")
+    if cfg.name != "":
+        safe_component(cfg.name, "name")
+    # With no name, the run label is built from these (model.name with ':' replaced): no separators.
+    for key, value in (("model.name", cfg.model.name), ("data.name", cfg.data.name)):
+        if not value or any(c in value for c in "/\\\0"):
+            raise ConfigError(f"{key} must be a non-empty name without '/', '\\' or NUL, got {value!r}")
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """out_dir, where it exists (or its nearest existing parent), must be a directory."""
+    if "\0" in out_dir:
+        raise ConfigError(f"out_dir must not contain a NUL character, got {out_dir!r}")
+    path = Path(os.path.expanduser(out_dir))
+    for p in (path, *path.parents):
+        try:
+            found = p.exists() or p.is_symlink()
+            is_dir = p.is_dir()
+        except OSError:  # e.g. no permission to look: left to the run, which reports it
+            return
+        if found:
+            if not is_dir:
+                where = "" if p == path else f" ({str(p)!r} is not a directory)"
+                raise ConfigError(f"out_dir: {out_dir!r} is not a directory{where}")
+            return
+
+
+def safe_component(text: str, key: str) -> str:
+    """``text`` if it is safe as one path component (a directory name under another), else a
+    one-line ConfigError naming ``key``: not blank, no '/', '\\', NUL or other control character,
+    not '.' or '..', not absolute or drive-qualified, no leading '-', at most NAME_MAX characters."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{key}: expected a string, got {text!r}")
+    why = None
+    if not text.strip():
+        why = "must not be blank"
+    elif len(text) > NAME_MAX:
+        why = f"must be at most {NAME_MAX} characters (it has {len(text)})"
+    elif "/" in text or "\\" in text:
+        why = "must be a single path component (no '/' or '\\')"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in text):
+        why = "must not contain NUL or other control characters"
+    elif text.strip() in (".", ".."):
+        why = "must not be '.' or '..'"
+    elif text.startswith("-"):
+        why = "must not start with '-'"
+    elif PureWindowsPath(text).drive or PurePosixPath(text).is_absolute():
+        why = "must not be an absolute path or name a drive"
+    if why:
+        raise ConfigError(f"{key} {why}; got {text[:120]!r}")
+    return text
+
+
+def inside(parent: Path, child: Path, key: str) -> Path:
+    """``child`` resolved (symlinks followed), if it lies strictly inside ``parent`` (also resolved);
+    otherwise a one-line ConfigError naming ``key``. Neither path need exist."""
+    try:
+        p, c = Path(parent).resolve(), Path(child).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte
+        raise ConfigError(f"{key}: cannot resolve {str(child)!r} under {str(parent)!r}: {e}") from None
+    if c == p or p not in c.parents:
+        raise ConfigError(f"{key}: {str(child)!r} is not inside {str(parent)!r}")
+    return c
 
 
 #: Bit widths QAT accepts; the paper sweeps 4, 8 and 16 (spec 2).
@@ -305,12 +435,14 @@ def _resolve_baselines(cfg: RunConfig) -> None:
             raise ConfigError("model.quant_act_scale is set but model.quant_bits is null; set the bit width too")
         if not 0 < m.quant_act_scale < float("inf"):
             raise ConfigError(f"model.quant_act_scale must be a number > 0 (or null for a learned scale), got {m.quant_act_scale}")
-    if t.optimizer not in ("adam", "sam"):
+    if t.optimizer not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer: unknown optimizer {t.optimizer!r}; choose adam or sam")
     if t.optimizer == "sam":
         if not 0 < t.sam_rho < float("inf"):
             raise ConfigError(f"train.sam_rho must be a number > 0, got {t.sam_rho}")
-    else:
+    else:  # an Adam run ignores sam_rho, but a NaN or infinite one is still a mistake
+        if not math.isfinite(t.sam_rho):
+            raise ConfigError(f"train.sam_rho must be a finite number, got {t.sam_rho}")
         defaults = TrainConfig()
         t.sam_rho, t.sam_adaptive = defaults.sam_rho, defaults.sam_adaptive
 
