@@ -50,7 +50,7 @@ def test_finished_run_is_never_redone_and_new_rows_only_fill_gaps(trained_run):
 
 def test_eval_settings_do_not_change_the_run_identity(tmp_path):
     a = tiny_config(tmp_path)
-    b = tiny_config(tmp_path, "eval.repeats=9", "eval.sigmas=[0.2]", "device=cuda", "name=")
+    b = tiny_config(tmp_path, "eval.repeats=9", "eval.sigmas=[0.2,0.4]", "device=cuda", "name=")
     c = tiny_config(tmp_path, "train.sigma=0.6")
     from vant.config import resolve
     assert run_dir(resolve(a)) == run_dir(resolve(b)) != run_dir(resolve(c))

@@ -168,7 +168,7 @@ def test_a_qat_run_is_evaluated_like_any_other(tmp_path):
     from vant.pipeline.runs import execute
 
     run = execute(tiny_config(tmp_path, "model.quant_bits=4", "train.method=nt", "train.epochs=1", "train.test_every=0",
-                              "eval.sigmas=[0.5]", "eval.repeats=1"), progress=False)
+                              "eval.sigmas=[0.5,1.0]", "eval.repeats=1"), progress=False)
     scn = scenario_from_dict({"name": "lot", "kind": "fleet", "units": {"sigma": "activation_std"},
                               "fleet": {"values": [0.3, 0.6]}})
     s = evaluate_run(run, scn, repeats=1, threshold=50, progress=False)
