@@ -349,7 +349,8 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .pipeline.store import CheckpointError, RunBusy
     from .pipeline.train import TrainingDiverged
 
-    return (ConfigError, DataNotFound, CheckpointError, TrainingDiverged, RunBusy, FileNotFoundError, ValueError,
+    # OSError: a file system that refuses a write (read-only, full, permissions) is the user's to fix
+    return (ConfigError, DataNotFound, CheckpointError, TrainingDiverged, RunBusy, OSError, ValueError,
             KeyError, MissingDependency, GridFailed)
 
 

@@ -112,3 +112,12 @@ def test_clean_and_nt_runs(tmp_path):
         s = run.summary()
         assert s["method"] == method and 0 <= s["clean_accuracy"] <= 100
         assert json.loads((run.path / "summary.json").read_text())["auc"] > 0
+
+
+def test_a_last_batch_of_one_image_under_batchnorm_is_refused_before_anything_is_written(tmp_path):
+    from vant.config import ConfigError
+
+    cfg = tiny_config(tmp_path, "model.name=lenet5_bn", "train.batch_size=1436")  # 1437 digits: 1436 + 1
+    with pytest.raises(ConfigError, match="train.batch_size=1436 leaves a last training batch of one image"):
+        execute(cfg, progress=False)
+    assert not any(tmp_path.iterdir())

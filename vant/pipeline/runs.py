@@ -27,7 +27,7 @@ import yaml
 from torch import nn
 
 from .. import __version__
-from ..config import RunConfig, config_hash, from_dict, resolve, to_dict
+from ..config import ConfigError, RunConfig, config_hash, from_dict, resolve, to_dict
 from ..core.inject import inject_noise_
 from ..core.metrics import auc, mean_std_ci
 from ..core.samplers import make_sampler
@@ -36,7 +36,7 @@ from ..models import create_model, model_info
 from ..plots import accuracy_vs_sigma, training_curves
 from .evaluate import sweep
 from .store import RunBusy, load_checkpoint, lock, read_csv, write_csv, write_text_atomic
-from .train import fit
+from .train import TrainingDiverged, fit
 
 SWEEP_FIELDS = ["sigma", "repeat", "seed", "correct", "total", "accuracy", "mode"]
 EPOCH_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_acc", "test_sigma", "sigma_mean", "seconds", "images_per_s"]
@@ -94,19 +94,31 @@ def make_batches(cfg: RunConfig, data: ArrayData, device: torch.device, train: b
                          channels_last=cl)
 
 
+def check_batches(cfg: RunConfig, data: ArrayData, model: nn.Module) -> None:
+    """Refuse a batch size that leaves a last training batch of one image under BatchNorm (its
+    batch statistics need two); the message names the key and the sizes that would work."""
+    n, bs = len(data.train_x), cfg.train.batch_size
+    if n % bs == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ConfigError(f"train.batch_size={bs} leaves a last training batch of one image ({n} images), on which "
+                          f"BatchNorm cannot train; choose another batch size, e.g. {bs + 1} or {bs - 1}")
+
+
 def train_run(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Path, device: torch.device,
               on_epoch=None, progress: bool = True) -> list[dict]:
     """:func:`~vant.pipeline.train.fit` with the run's settings and its device-resident batches."""
     t = cfg.train
     sampler = make_sampler(t.method, t.sigma, theta=t.theta, alpha=t.alpha, mode=t.sampler,
                            values=t.sigma_values, warmup_epochs=t.warmup_epochs, seed=t.seed)
-    return fit(model, make_batches(cfg, data, device, train=True), t.epochs, lr=t.lr, weight_decay=t.weight_decay,
-               sampler=sampler, optimizer=t.optimizer, sam_rho=t.sam_rho, sam_adaptive=t.sam_adaptive,
-               device=device, amp=t.amp, compile=t.compile,
-               test_batches=make_batches(cfg, data, device, train=False) if t.test_every else None,
-               test_every=t.test_every, test_sigma=t.sigma, eval_seed=cfg.eval.seed, checkpoint=checkpoint,
-               checkpoint_extra=dict(config=to_dict(cfg)), noise_seed=t.seed + 1, on_epoch=on_epoch,
-               progress=progress, desc=cfg.name or f"{cfg.model.name}/{t.method}")
+    try:
+        return fit(model, make_batches(cfg, data, device, train=True), t.epochs, lr=t.lr, weight_decay=t.weight_decay,
+                   sampler=sampler, optimizer=t.optimizer, sam_rho=t.sam_rho, sam_adaptive=t.sam_adaptive,
+                   device=device, amp=t.amp, compile=t.compile,
+                   test_batches=make_batches(cfg, data, device, train=False) if t.test_every else None,
+                   test_every=t.test_every, test_sigma=t.sigma, eval_seed=cfg.eval.seed, checkpoint=checkpoint,
+                   checkpoint_extra=dict(config=to_dict(cfg)), noise_seed=t.seed + 1, on_epoch=on_epoch,
+                   progress=progress, desc=cfg.name or f"{cfg.model.name}/{t.method}")
+    except TrainingDiverged as e:  # the library's message says where; the run adds which recipe
+        raise TrainingDiverged(f"{e}; method={t.method}, sigma_train={t.sigma:g}") from None
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -202,6 +214,7 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
     # Everything that can fail on bad input happens before the directory is created.
     data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, model_input_size(cfg), cfg.data.augment)
     model = build_model(cfg, data)
+    check_batches(cfg, data, model)
     path.mkdir(parents=True, exist_ok=True)
     with lock(path):
         if not (path / "config.yaml").is_file():
