@@ -96,12 +96,18 @@ def cmd_list(args) -> int:
         for name, desc in list_datasets().items():
             print(f"{name:13s} {desc}")
     else:
-        import json
+        from .pipeline.runs import Run
+        from .pipeline.store import CheckpointError
+
         root = Path(args.out_dir)
         for p in sorted(root.glob("*/config.yaml")) if root.is_dir() else []:
             s = p.parent / "summary.json"
             if s.is_file():
-                d = json.loads(s.read_text())
+                try:
+                    d = Run(p.parent).summary()
+                except CheckpointError:
+                    print(f"{p.parent.name:50s} (summary.json unreadable)")
+                    continue
                 print(f"{p.parent.name:50s} clean {d['clean_accuracy']:6.2f}  @sigma_train {d['acc_at_sigma_train']:6.2f}  AUC {d['auc']:7.2f}")
             else:
                 print(f"{p.parent.name:50s} (unfinished)")
