@@ -22,7 +22,7 @@ def _print_summary(run) -> None:
           + (f", QAT w{s['quant_bits']}a{s['quant_bits']}" if s.get("quant_bits") else "")
           + (f", {'ASAM' if s['sam_adaptive'] else 'SAM'} rho={s['sam_rho']:g}" if s.get("optimizer") == "sam" else ""))
     print(f"clean accuracy {s['clean_accuracy']:.2f} %, at sigma_train {s['acc_at_sigma_train']:.2f} "
-          f"± {s['acc_at_sigma_train_std']:.2f} %, AUC {s['auc']:.2f}")
+          f"± {s['acc_at_sigma_train_std']:.2f} %" + (f", AUC {s['auc']:.2f}" if s["auc"] is not None else ""))
     _print_curve(s)
 
 
@@ -96,13 +96,19 @@ def cmd_list(args) -> int:
         for name, desc in list_datasets().items():
             print(f"{name:13s} {desc}")
     else:
-        import json
+        from .pipeline.runs import Run
+        from .pipeline.store import CheckpointError
+
         root = Path(args.out_dir)
         for p in sorted(root.glob("*/config.yaml")) if root.is_dir() else []:
             s = p.parent / "summary.json"
             if s.is_file():
-                d = json.loads(s.read_text())
-                print(f"{p.parent.name:50s} clean {d['clean_accuracy']:6.2f}  @sigma_train {d['acc_at_sigma_train']:6.2f}  AUC {d['auc']:7.2f}")
+                try:
+                    d = Run(p.parent).summary()
+                except CheckpointError:
+                    print(f"{p.parent.name:50s} (summary.json unreadable)")
+                    continue
+                print(f"{p.parent.name:50s} clean {d['clean_accuracy']:6.2f}  @sigma_train {d['acc_at_sigma_train']:6.2f}  AUC {d['auc'] if d['auc'] is not None else float('nan'):7.2f}")
             else:
                 print(f"{p.parent.name:50s} (unfinished)")
     return 0

@@ -116,7 +116,7 @@ def test_qat_with_noise_run_trains_sweeps_and_reports(tmp_path):
     assert (s["quant_bits"], s["quant_act_scale"], s["method"], s["optimizer"]) == (4, 1.0, "nt", "adam")
     assert run.path.name.startswith("lenet5-digits-nt0.5-w4a4-s1-")
     assert s["auc"] > 0 and all(r["sigma_mean"] == pytest.approx(0.5) for r in run.epochs())  # noise in training
-    ckpt = torch.load(run.path / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run.path / "checkpoint.pt", weights_only=True)
     fresh = quantize_(vant.create_model("lenet5", 10, 1), 4, 1.0)
     vant.inject_noise_(fresh)
     fresh.load_state_dict(ckpt["model"])  # strict: the checkpoint is exactly the quantized model's state

@@ -29,7 +29,7 @@ def test_run_directory_explains_itself(trained_run):
     assert len(rows) == 1 + 3 * 2  # clean once (deterministic), each grid sigma twice
     s = trained_run.summary()
     assert s["eval"]["sigmas"] == [0.1, 0.5, 1.0] and len(s["eval"]["std"]) == 3
-    ckpt = torch.load(p / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(p / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 6 and ckpt["config"]["train"]["sigma"] == 0.5
     assert p.name.startswith("lenet5-digits-vant0.5-a0.45-t0.25-")
 
@@ -75,14 +75,14 @@ def test_sigkill_mid_training_resumes_to_the_same_result(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert csv is not None, "training never got going"
-    done = torch.load(csv.parent / "checkpoint.pt", weights_only=False)["epoch"]
+    done = torch.load(csv.parent / "checkpoint.pt", weights_only=True)["epoch"]
     assert 3 <= done < epochs and not (csv.parent / "trained").exists()
     subprocess.run(_train_cmd(killed, epochs), check=True, capture_output=True)
     subprocess.run(_train_cmd(clean, epochs), check=True, capture_output=True)
     a, b = Run(csv.parent), Run(next(clean.glob("*/config.yaml")).parent)
     assert a.path.name == b.path.name
-    wa = torch.load(a.path / "checkpoint.pt", weights_only=False)["model"]
-    wb = torch.load(b.path / "checkpoint.pt", weights_only=False)["model"]
+    wa = torch.load(a.path / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(b.path / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.rows() == b.rows()
     sa, sb = a.summary(), b.summary()

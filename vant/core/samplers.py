@@ -36,7 +36,7 @@ class SigmaSampler:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # a CPU generator, wherever the state was loaded
 
 
 class ConstantSampler(SigmaSampler):

@@ -12,7 +12,6 @@ that picks SAM's rho and QAT's constant scale (spec 2); reports and presets use 
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ import numpy as np
 
 from ..config import NON_SEMANTIC, ConfigError, RunConfig, to_dict
 from ..core.metrics import preserved_accuracy, rauc, upper_bound
-from ..pipeline.store import read_csv, write_csv
+from ..pipeline.store import CheckpointError, read_csv, write_csv
 from .spec import Job
 
 RECIPE_KEYS = ("train.method", "train.sigma", "train.alpha", "train.theta", "train.sampler", "train.sigma_values",
@@ -114,8 +113,9 @@ def read_results(grid_dir: str | Path) -> list[dict]:
         raise FileNotFoundError(f"{grid_dir} is not a grid directory (no results.csv)")
     try:
         rows = read_csv(path)
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} does not parse ({e}); run the grid again to rewrite it") from None
+    except CheckpointError as e:  # the store's advice is for run files; the grid rewrites its table
+        raise ConfigError(str(e).replace("delete it and run the same command again",
+                                         "run the grid again to rewrite it")) from None
     if not rows:
         raise ConfigError(f"{path} has no rows; run the grid again to rewrite it")
     required = ("variant", "group", "run", "run_dir", "status", "train.method", "train.sigma")

@@ -3,13 +3,19 @@
     runs/<label>-<hash>/
         config.yaml      resolved config + library versions, git commit, device
         epochs.csv       one row per epoch (loss, accuracy, test accuracy at sigma_train, speed)
-        checkpoint.pt    plain dict: model, optimizer, scheduler, sampler/RNG states, epoch, config
+        checkpoint.pt    plain dict: model, optimizer, scheduler, sampler/RNG states, epoch, config, config hash
         sweep.csv        one row per (sigma, repeat, seed) of noisy evaluation, every repeat kept
         summary.json     numbers for the current evaluation grid, made from the rows
         figures/         accuracy_vs_sigma.png, training.png (drawn from the CSV rows)
 
 A finished run is never trained again, and evaluation rows already stored are never recomputed:
 asking for a run again only fills what is missing. Bad input fails before the directory exists.
+
+Nothing in a run directory executes: the checkpoint is read with ``weights_only=True``, the YAML with
+``safe_load``. A run adopts only its own checkpoint (same config hash, tensors that fit the model).
+A file that does not parse or does not belong is a one-line error naming it
+(:class:`~vant.config.ConfigError` for config.yaml, :class:`~vant.pipeline.store.CheckpointError`
+for the others) that says what to delete.
 """
 from __future__ import annotations
 
@@ -35,11 +41,13 @@ from ..data import ArrayData, DeviceBatches, check_dataset_name, load_dataset
 from ..models import create_model, model_info
 from ..plots import accuracy_vs_sigma, training_curves
 from .evaluate import sweep
-from .store import RunBusy, load_checkpoint, lock, read_csv, write_csv, write_text_atomic
+from .store import CheckpointError, RunBusy, load_checkpoint, load_model_state, lock, read_csv, write_csv, write_text_atomic
 from .train import TrainingDiverged, fit
 
 SWEEP_FIELDS = ["sigma", "repeat", "seed", "correct", "total", "accuracy", "mode"]
+SWEEP_NUMERIC = [f for f in SWEEP_FIELDS if f != "mode"]
 EPOCH_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_acc", "test_sigma", "sigma_mean", "seconds", "images_per_s"]
+EPOCH_NUMERIC = ["epoch", "train_loss", "train_acc", "test_acc", "seconds"]  # what summaries and figures read
 
 
 def label(cfg: RunConfig) -> str:
@@ -115,7 +123,8 @@ def train_run(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Pat
                    device=device, amp=t.amp, compile=t.compile,
                    test_batches=make_batches(cfg, data, device, train=False) if t.test_every else None,
                    test_every=t.test_every, test_sigma=t.sigma, eval_seed=cfg.eval.seed, checkpoint=checkpoint,
-                   checkpoint_extra=dict(config=to_dict(cfg)), noise_seed=t.seed + 1, on_epoch=on_epoch,
+                   checkpoint_extra=dict(config=to_dict(cfg)), checkpoint_hash=config_hash(cfg),
+                   noise_seed=t.seed + 1, on_epoch=on_epoch,
                    progress=progress, desc=cfg.name or f"{cfg.model.name}/{t.method}")
     except TrainingDiverged as e:  # the library's message says where; the run adds which recipe
         raise TrainingDiverged(f"{e}; method={t.method}, sigma_train={t.sigma:g}") from None
@@ -149,23 +158,49 @@ class Run:
 
     path: Path
 
+    def _stored(self) -> dict:
+        path = self.path / "config.yaml"
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); restore it or delete the run "
+                              f"directory {self.path}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+            raise ConfigError(f"{path} holds no 'config' mapping; restore it or delete the run directory {self.path}")
+        return raw
+
     @property
     def config(self) -> RunConfig:
-        raw = yaml.safe_load((self.path / "config.yaml").read_text())
-        return from_dict(RunConfig, raw["config"])
+        path = self.path / "config.yaml"
+        try:
+            return from_dict(RunConfig, self._stored()["config"])
+        except ConfigError as e:
+            if str(e).startswith(str(path)):
+                raise
+            raise ConfigError(f"{path}: {e}; restore it or delete the run directory {self.path}") from None
 
     @property
     def meta(self) -> dict:
-        return yaml.safe_load((self.path / "config.yaml").read_text()).get("meta", {})
+        meta = self._stored().get("meta")
+        return meta if isinstance(meta, dict) else {}
 
     def epochs(self) -> list[dict]:
-        return read_csv(self.path / "epochs.csv")
+        return read_csv(self.path / "epochs.csv", EPOCH_NUMERIC)
 
     def rows(self) -> list[dict]:
-        return read_csv(self.path / "sweep.csv")
+        return read_csv(self.path / "sweep.csv", SWEEP_NUMERIC)
 
     def summary(self) -> dict:
-        return json.loads((self.path / "summary.json").read_text())
+        path = self.path / "summary.json"
+        try:
+            summary = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise CheckpointError(f"{path} is not valid JSON ({str(e).splitlines()[0]}); delete it and run "
+                                  f"`vant sweep {self.path}` to write it again") from None
+        if not isinstance(summary, dict) or not isinstance(summary.get("eval"), dict):
+            raise CheckpointError(f"{path} is not a run summary; delete it and run `vant sweep {self.path}` "
+                                  "to write it again")
+        return summary
 
     @property
     def trained(self) -> bool:
@@ -228,7 +263,7 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
             write_csv(path / "epochs.csv", history, EPOCH_FIELDS)
             (path / "trained").write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         else:
-            model.load_state_dict(load_checkpoint(ckpt, "cpu")["model"])
+            _load_weights(model, run, cfg)
             model.to(device)
         rows = run.rows()
         todo = _missing_rows(cfg, rows)
@@ -242,8 +277,16 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
     return run
 
 
+def _load_weights(model: nn.Module, run: Run, cfg: RunConfig) -> None:
+    """The finished run's trained weights into ``model``, only from a checkpoint of this config."""
+    path = run.path / "checkpoint.pt"
+    advice = f"delete the run directory {run.path} to train it again"
+    load_model_state(model, load_checkpoint(path, "cpu", expect_hash=config_hash(cfg), advice=advice)["model"], path,
+                     advice)
+
+
 def _append_epoch(path: Path, row: dict) -> None:
-    rows = read_csv(path / "epochs.csv")
+    rows = read_csv(path / "epochs.csv", EPOCH_NUMERIC)
     rows = [r for r in rows if r["epoch"] < row["epoch"]] + [row]
     write_csv(path / "epochs.csv", rows, EPOCH_FIELDS)
 
@@ -320,6 +363,6 @@ def load_trained(run: Run, device: str | torch.device = "auto"):
     dev = resolve_device(device if device != "auto" else cfg.device)
     data = load_dataset(cfg.data.name, cfg.data.root, False, model_input_size(cfg), cfg.data.augment)
     model = build_model(cfg, data)
-    model.load_state_dict(load_checkpoint(run.path / "checkpoint.pt", "cpu")["model"])
+    _load_weights(model, run, cfg)
     model.to(dev).eval()
     return model, make_batches(cfg, data, dev, train=False), data

@@ -26,7 +26,7 @@ from ..core.inject import set_sigma_
 from ..core.samplers import ConstantSampler, SigmaSampler
 from ..data import DeviceBatches
 from .evaluate import accuracy, epoch_batches
-from .store import load_checkpoint, save_atomic
+from .store import CheckpointError, load_checkpoint, load_model_state, save_atomic
 
 
 class TrainingDiverged(RuntimeError):
@@ -51,7 +51,7 @@ def fit(model: nn.Module, train_batches: Iterable, epochs: int, *, lr: float = 1
         sam_adaptive: bool = True, device: torch.device | str | None = None, amp: bool = False,
         compile: bool = False, test_batches: Iterable | None = None, test_every: int = 0, test_sigma: float = 0.0,
         eval_seed: int = 1000, checkpoint: str | Path | None = None, checkpoint_extra: dict | None = None,
-        noise_seed: int | None = None, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
+        checkpoint_hash: str | None = None, noise_seed: int | None = None, on_epoch: Callable[[dict], None] | None = None, progress: bool = True,
         desc: str = "train") -> list[dict]:
     """Train ``model`` (noise sites injected) with Adam and cosine decay; returns one row per epoch.
 
@@ -60,7 +60,10 @@ def fit(model: nn.Module, train_batches: Iterable, epochs: int, *, lr: float = 1
     :class:`~vant.core.samplers.SigmaSampler` (``VantSampler`` for VANT), a number (NT), or None
     (clean: every site silent). ``optimizer="sam"`` wraps Adam in (A)SAM. With ``checkpoint`` a
     plain dict (model, optimizer, scheduler, sampler and RNG states, epoch rows, plus
-    ``checkpoint_extra``) is written atomically after every epoch and training resumes from it.
+    ``checkpoint_extra``, plain data only) is written atomically after every epoch and training
+    resumes from it. The checkpoint stores ``checkpoint_hash`` (the run's config hash) and is resumed
+    from only if it stores the same hash and fits the model; anything else is a one-line
+    :class:`~vant.pipeline.store.CheckpointError`, and nothing of it is adopted.
     ``noise_seed`` seeds the training-noise stream at the start (not on resume). Every
     ``test_every`` epochs (and after the last) one noisy pass over ``test_batches`` at
     ``test_sigma`` is recorded as ``test_acc``.
@@ -83,14 +86,21 @@ def fit(model: nn.Module, train_batches: Iterable, epochs: int, *, lr: float = 1
     history: list[dict] = []
     start = 0
     if checkpoint is not None and checkpoint.exists():
-        ckpt = load_checkpoint(checkpoint, device)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if sampler is not None and ckpt.get("sampler") is not None:
-            sampler.load_state_dict(ckpt["sampler"])
-        _set_rng_state(ckpt["rng"], device)
-        history, start = list(ckpt["history"]), int(ckpt["epoch"])
+        # Read on the CPU: load_state_dict copies onto the model's (and optimizer's) device, and the
+        # sampler's generator and the RNGs take CPU ByteTensors.
+        advice = f"delete {checkpoint} to train this run from scratch"
+        ckpt = load_checkpoint(checkpoint, "cpu", expect_hash=checkpoint_hash, advice=advice)
+        load_model_state(model, ckpt["model"], checkpoint, advice)
+        try:
+            opt.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if sampler is not None and ckpt["sampler"] is not None:
+                sampler.load_state_dict(ckpt["sampler"])
+            _set_rng_state(ckpt["rng"], device)
+        except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as e:
+            raise CheckpointError(f"checkpoint {checkpoint} does not fit this training "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); {advice}") from None
+        history, start = list(ckpt["history"]), ckpt["epoch"]
     elif noise_seed is not None:
         torch.manual_seed(noise_seed)  # the training-noise stream, independent of the init stream
     if start >= epochs:
@@ -164,7 +174,7 @@ def fit(model: nn.Module, train_batches: Iterable, epochs: int, *, lr: float = 1
                                  scheduler=scheduler.state_dict(),
                                  sampler=sampler.state_dict() if sampler is not None else None,
                                  rng=_rng_state(device), epoch=epoch + 1, history=history,
-                                 **(checkpoint_extra or {})), checkpoint)
+                                 config_hash=checkpoint_hash, **(checkpoint_extra or {})), checkpoint)
             if bar is not None:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.1f}",
                                 test=f"{row['test_acc']:.1f}")

@@ -144,7 +144,7 @@ def evaluate_run(run: Run | str | Path, scenario: Scenario, repeats: int = 3, se
     n_chunks = -(-len(sigmas) // chunk)
     with lock(out):
         save_scenario(scenario, out / "scenario.yaml")
-        rows = read_csv(out / "rows.csv")
+        rows = read_csv(out / "rows.csv", ROW_FIELDS)
         have = {(r["point"], r["repeat"], r["seed"]) for r in rows}
         todo = [(c, r) for r in range(repeats) for c in range(n_chunks)
                 if any((p, r, seed + SEED_STRIDE * c + r) not in have for p in range(c * chunk, min((c + 1) * chunk, len(sigmas))))]

@@ -131,7 +131,7 @@ def sensitivity(run: Run | str | Path, sigmas: Sequence[float] | None = None, re
     with lock(out):
         model, test, data = load_trained(run, device)
         summary = walking_noise(model, test, sigmas or log_grid(), data.num_classes, repeats, seed, sites,
-                                rows=read_csv(out / "rows.csv"), on_rows=lambda rows: write_csv(out / "rows.csv", rows, ROW_FIELDS),
+                                rows=read_csv(out / "rows.csv", [f for f in ROW_FIELDS if f not in ("site", "type")]), on_rows=lambda rows: write_csv(out / "rows.csv", rows, ROW_FIELDS),
                                 progress=progress, autocast=run.config.train.amp and test.device.type == "cuda")
         summary.pop("rows")
         summary["run"] = run.path.name
