@@ -31,7 +31,7 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the key."""
 
 
-#: Training methods, VANT sampler modes (vant.samplers.VANT_MODES) and noise kinds (vant.noise.KINDS)
+#: Training methods, VANT sampler modes (vant.core.samplers.VANT_MODES) and noise kinds (vant.core.noise.KINDS)
 #: a run config may name; kept here so that checking a config imports nothing else of vant.
 METHODS = ("clean", "nt", "vant", "empirical")
 SAMPLERS = ("half_normal", "normal_abs", "normal_clamp0")

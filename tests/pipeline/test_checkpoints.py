@@ -15,7 +15,7 @@ from vant.config import config_hash, resolve
 from vant.pipeline.runs import Run, execute, run_dir
 
 #: The small finished run these tests copy and damage: 2 epochs, one evaluation sigma, one repeat.
-SMALL = ["train.epochs=2", "train.test_every=0", "eval.sigmas=[0.5]", "eval.repeats=1"]
+SMALL = ["train.epochs=2", "train.test_every=0", "eval.sigmas=[0.5,1.0]", "eval.repeats=1"]
 
 
 class _Touch:
@@ -72,7 +72,7 @@ def test_checkpoint_is_plain_data_with_the_runs_hash(small):
 def test_qat_and_sam_checkpoint_loads_weights_only_and_resumes(tmp_path):
     """A learned-scale QAT model (its QuantReLU keeps extra state) trained with ASAM."""
     cfg = tiny_config(tmp_path, "model.quant_bits=4", "train.optimizer=sam", "train.epochs=1", "train.test_every=0",
-                      "eval.sigmas=[0.5]", "eval.repeats=1")
+                      "eval.sigmas=[0.5,1.0]", "eval.repeats=1")
     run = execute(cfg, progress=False)
     ckpt = torch.load(run.path / "checkpoint.pt", weights_only=True)
     extra = {k: v for k, v in ckpt["model"].items() if k.endswith("_extra_state")}

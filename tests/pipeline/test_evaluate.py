@@ -3,18 +3,13 @@ import math
 
 import torch
 
-from vant.data import load_dataset
 from vant.pipeline.evaluate import sweep
-from vant.pipeline.runs import build_model, make_batches
-from vant.pipeline.store import load_checkpoint
+from vant.pipeline.runs import load_trained
 
 
 def _model_and_test(run):
-    cfg = run.config
-    data = load_dataset("digits", image_size=32)
-    model = build_model(cfg, data)
-    model.load_state_dict(load_checkpoint(run.path / "checkpoint.pt")["model"])
-    return model, make_batches(cfg, data, torch.device("cpu"), train=False)
+    model, test, _ = load_trained(run, "cpu")
+    return model, test
 
 
 def test_batched_sweep_matches_loop_in_distribution(trained_run):

@@ -1,6 +1,6 @@
 """The transform: put noise sites into any ``nn.Module`` from outside, and take them out again.
 
-A site is a :class:`~vant.noise.NoiseSite` attached to a *host* module as a child named
+A site is a :class:`~vant.core.noise.NoiseSite` attached to a *host* module as a child named
 ``vant_noise`` (noise on the host's output, through a forward hook) or ``vant_input_noise``
 (noise on the host's first input, through a forward pre-hook; used for the network input).
 Sites own no persistent state, so ``state_dict`` keys never change: a clean checkpoint loads

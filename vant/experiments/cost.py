@@ -1,8 +1,8 @@
 """What a grid costs, from throughput measured on this device (``vant grid <spec> --estimate``).
 
-For each distinct model/data shape of the grid, the real training loop (:func:`vant.train.fit`)
+For each distinct model/data shape of the grid, the real training loop (:func:`vant.pipeline.train.fit`)
 runs two short epochs on random images of the data set's shape (the first warms up: allocator,
-cuDNN autotuning) and the real evaluation (:func:`vant.evaluate.sweep`) runs a few batches. The
+cuDNN autotuning) and the real evaluation (:func:`vant.pipeline.evaluate.sweep`) runs a few batches. The
 grid's cost is then runs x epochs x steps per epoch x seconds per step, plus the per-epoch test
 pass and the final sweep (every sigma x repeats over the test set). Nothing is downloaded: the
 sizes of the public data sets are below; others are read to learn their shape.

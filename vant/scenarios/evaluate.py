@@ -3,7 +3,7 @@
 Every (device, time) point of a :class:`~vant.scenarios.Scenario` is evaluated *directly* at its
 own sigma, with ``repeats`` noisy passes over the test set, never interpolated from a fixed-sigma
 curve. Because a site's sigma can be one value per sample, ``CHUNK`` points share one forward pass
-(:func:`vant.evaluate.sweep`, batched mode): chunk c of repeat r uses noise seed
+(:func:`vant.pipeline.evaluate.sweep`, batched mode): chunk c of repeat r uses noise seed
 ``seed + SEED_STRIDE*c + r``, recorded in its rows.
 
 From the per-point accuracies (mean over repeats) and the scenario's weights (devices equal, time
