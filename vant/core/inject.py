@@ -9,14 +9,16 @@ into a noisy model and back. Hooks fire on every call, so a module called twice 
 """
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import Union
 
 import torch
 from torch import Tensor, nn
 
-from .noise import NoiseSite
+from .noise import KINDS, NoiseSite, check_sigma
 
 OUTPUT_ATTR = "vant_noise"
 INPUT_ATTR = "vant_input_noise"
@@ -61,6 +63,44 @@ def _opaque_types() -> tuple[type, ...]:
 
 SiteFilter = Callable[[nn.Module, str], bool]
 Sites = Union[str, Iterable[str], SiteFilter]
+SITES_ACCEPTED = ('"paper", "all", a list of fnmatch patterns over module names ("input" = the network input), '
+                  'or a callable filter_fn(module, name) -> bool')
+
+
+def _check_model(model, fn: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def _site_patterns(sites) -> list[str]:
+    """``sites`` (neither "paper", "all" nor a callable) as a non-empty list of pattern strings."""
+    if isinstance(sites, str):
+        return [sites]
+    if isinstance(sites, type):
+        raise TypeError(f"sites must be {SITES_ACCEPTED}; got the class {sites.__name__} "
+                        f"(to select modules by type, pass types=({sites.__name__},) with a pattern such as '*')")
+    if sites is None or isinstance(sites, (bytes, Mapping)) or not isinstance(sites, Iterable):
+        raise TypeError(f"sites must be {SITES_ACCEPTED}; got {type(sites).__name__} {sites!r}")
+    patterns = list(sites)
+    if not patterns:
+        raise ValueError(f"sites is empty: no site patterns given; sites must be {SITES_ACCEPTED}")
+    bad = [p for p in patterns if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"site patterns must be strings, got {type(bad[0]).__name__} {bad[0]!r} in {patterns!r}; "
+                        f"sites must be {SITES_ACCEPTED}")
+    return patterns
+
+
+def _check_types(types) -> tuple[type, ...]:
+    items = (types,) if isinstance(types, type) else types
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise TypeError(f"types must be a tuple of module classes, got {type(types).__name__} {types!r}")
+    items = tuple(items)
+    bad = [t for t in items if not (isinstance(t, type) and issubclass(t, nn.Module))]
+    if bad or not items:
+        what = f"{bad[0]!r} is not an nn.Module subclass" if bad else "it is empty"
+        raise TypeError(f"types must be a non-empty tuple of nn.Module subclasses; {what}")
+    return items
 
 
 def _output_hook(module: nn.Module, args, output):
@@ -120,20 +160,23 @@ def select_sites(model: nn.Module, sites: Sites = "paper", types: tuple[type, ..
     modules a pattern or filter may select (default :data:`PAPER_TYPES`). A pattern that matches
     nothing is an error that names it.
     """
+    _check_model(model, "select_sites")
+    if types is not None:
+        types = _check_types(types)
+    named = isinstance(sites, str) and sites in ("paper", "all")
+    is_filter = callable(sites) and not isinstance(sites, type)
+    patterns = None if named or is_filter else _site_patterns(sites)  # refuse a bad sites before any work
     cands = _candidates(model)
-    if isinstance(sites, str) and sites == "paper":
+    if named and sites == "paper":
         return [INPUT] + [n for n, m in cands if isinstance(m, paper_types())]
-    if isinstance(sites, str) and sites == "all":
+    if named:
         return [INPUT] + [n for n, m in cands if _is_leaf(m)]
-    allowed = paper_types() if types is None else tuple(types)
-    if callable(sites):
+    allowed = paper_types() if types is None else types
+    if is_filter:
         chosen = [n for n, m in cands if isinstance(m, allowed) and sites(m, n)]
         if not chosen:
             raise ValueError("the site filter selected no module of types " + ", ".join(t.__name__ for t in allowed))
         return chosen
-    patterns = [sites] if isinstance(sites, str) else list(sites)
-    if not patterns:
-        raise ValueError("no site patterns given")
     chosen: list[str] = []
     for pat in patterns:
         hits = [INPUT] if fnmatch.fnmatchcase(INPUT, pat) else []
@@ -141,7 +184,10 @@ def select_sites(model: nn.Module, sites: Sites = "paper", types: tuple[type, ..
         if not hits:
             close = [n for n, _ in cands if fnmatch.fnmatchcase(n, pat)]
             why = (f" (it matches {close[:3]} but none is of the allowed types)" if close else "")
-            raise ValueError(f"site pattern {pat!r} matches no module{why}; see vant.list_modules(model)")
+            guess = difflib.get_close_matches(pat, ["paper", "all"], n=1, cutoff=0.6)
+            hint = f"; did you mean {guess[0]!r}?" if guess and not close else ""
+            raise ValueError(f"site pattern {pat!r} matches no module{why}{hint}; sites must be {SITES_ACCEPTED} "
+                             "(see vant.list_modules(model) for the module names)")
         chosen += [h for h in hits if h not in chosen]
     order = {n: i for i, (n, _) in enumerate(cands)}
     return sorted(chosen, key=lambda n: -1 if n == INPUT else order[n])
@@ -162,6 +208,13 @@ def inject_noise_(
     :func:`select_sites` for ``sites``/``types``; ``kind`` is ``"add"``, ``"mul"`` or ``"mixed"``
     (``ratio`` is sigma_add / amplitude for mixed noise).
     """
+    _check_model(model, "inject_noise_")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"unknown noise kind {kind!r}; choose one of {', '.join(map(repr, KINDS))}")
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"mixed-noise ratio must be a number in [0, 1], got {ratio!r}")
+    if not isinstance(mul_first, bool):
+        raise TypeError(f"mul_first must be True or False, got {type(mul_first).__name__} {mul_first!r}")
     if noise_sites(model):
         raise RuntimeError("model already has noise sites; call vant.remove_noise_(model) before injecting again")
     names = select_sites(model, sites, types)
@@ -195,6 +248,7 @@ def noise_sites(model: nn.Module) -> dict[str, NoiseSite]:
 
 def remove_noise_(model: nn.Module) -> nn.Module:
     """Detach every site and hook; the model is then exactly the plain model again."""
+    _check_model(model, "remove_noise_")
     hosts = [m for m in model.modules() if not isinstance(m, NoiseSite)]
     removed = 0
     for host in hosts:
@@ -215,34 +269,60 @@ def set_sigma_(model: nn.Module, sigma: float | Tensor | Mapping[str | int, floa
     ``sigma`` is a number, a 0-dim tensor, a ``[B]`` tensor (one level per sample, shared by all
     sites), or a mapping from site name or index to a level, in which case every site not named
     is silent: ``set_sigma_(model, {3: 0.5})`` is walking (layer-wise) noise at site 3.
+
+    Checked (:func:`~vant.core.noise.check_sigma`, once per call, not once per site): a number must
+    be real, not a bool, finite and >= 0 (ValueError naming it, and the site for a mapping); a
+    tensor must be real and 0-dim or ``[B]``; a CPU tensor must also be finite and >= 0 everywhere
+    (one vectorised test; a CPU tensor is checked before it is copied to the model's device). A
+    tensor already on CUDA is checked for dtype and shape only: its values are not read, since that
+    would synchronise the device every batch; a negative entry then acts as its absolute value and
+    a NaN or infinite one makes the outputs NaN. Whether ``B`` is the batch size is checked when
+    the model runs. Mapping keys must name a site (KeyError listing the sites), a site at most once.
     """
+    _check_model(model, "set_sigma_")
     sites = noise_sites(model)
     if not sites:
         raise RuntimeError("model has no noise sites; call vant.inject_noise_(model) first")
     device = next(iter(sites.values())).sigma.device
 
-    def prepare(v):
+    def prepare(v, site=None):
+        v = check_sigma(v, site)
         return v.to(device, non_blocking=True) if isinstance(v, Tensor) else v
 
     if isinstance(sigma, Mapping):
         names = list(sites)
         levels: dict[str, float | Tensor] = {}
         for key, value in sigma.items():
-            if isinstance(key, int):
-                if not -len(names) <= key < len(names):
-                    raise KeyError(f"site index {key} out of range: the model has {len(names)} sites")
-                key = names[key]
-            if key not in sites:
-                raise KeyError(f"no noise site named {key!r}; sites are {names}")
-            levels[key] = prepare(value)
+            name = _site_key(key, names)
+            if name in levels:
+                raise ValueError(f"site {name!r} is given twice in the sigma mapping (keys {list(sigma)!r})")
+            levels[name] = prepare(value, name)
         for name, site in sites.items():
-            site.set(levels.get(name, 0.0))
+            site.set(levels.get(name, 0.0), check=False)
         return
     value = prepare(sigma)
     for site in sites.values():
-        site.set(value)
+        site.set(value, check=False)
+
+
+def _site_key(key, names: list[str]) -> str:
+    """The site name a mapping key (a name or an index into ``names``) stands for."""
+    listing = ", ".join(f"{i}: {n!r}" for i, n in enumerate(names))
+    if isinstance(key, str):
+        if key not in names:
+            raise KeyError(f"no noise site named {key!r}; sites (index: name) are {listing}")
+        return key
+    if isinstance(key, bool) or not isinstance(key, numbers.Integral):
+        raise TypeError(f"sigma mapping keys are site names or indices, got {type(key).__name__} {key!r}; "
+                        f"sites (index: name) are {listing}")
+    n = len(names)
+    if not -n <= key < n:
+        raise KeyError(f"site index {key} out of range: the model has {n} sites, indices 0..{n - 1} "
+                       f"(or -{n}..-1); sites (index: name) are {listing}")
+    return names[int(key)]
 
 
 def list_modules(model: nn.Module) -> list[tuple[str, str]]:
     """``(name, type)`` of every module a site pattern can name; handy for writing patterns."""
+    _check_model(model, "list_modules")
     return [(INPUT, "input")] + [(n, type(m).__name__) for n, m in _candidates(model)]

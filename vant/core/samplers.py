@@ -8,7 +8,8 @@ reads N(alpha*sigma_train, theta); its two non-negative readings are kept as nam
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -17,20 +18,43 @@ VANT_MODES = ("half_normal", "normal_abs", "normal_clamp0")
 
 
 def _check(name: str, value: float) -> float:
+    """A finite number >= 0 (a bool, a string or None is a TypeError, not a number)."""
+    if isinstance(value, Tensor) and value.dim() == 0 and not value.dtype.is_complex and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     value = float(value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     return value
 
 
+def _count(name: str, value, minimum: int) -> int:
+    """An integer >= ``minimum`` (a bool or a float such as 2.5 is refused, not truncated)."""
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
 class SigmaSampler:
     """Base: a seeded CPU generator and its checkpointable state."""
 
     def __init__(self, seed: int = 0):
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(_count("seed", seed, 0))
 
     def __call__(self, batch_size: int, epoch: int = 0) -> Tensor:
         raise NotImplementedError
+
+    @staticmethod
+    def _batch(batch_size: int, epoch: int) -> int:
+        """``batch_size`` checked as a positive int and ``epoch`` as an int >= 0 (cheap: once per batch)."""
+        if type(batch_size) is not int or batch_size < 1:
+            _count("batch_size", batch_size, 1)
+        if type(epoch) is not int or epoch < 0:
+            _count("epoch", epoch, 0)
+        return int(batch_size)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -47,7 +71,7 @@ class ConstantSampler(SigmaSampler):
         self.sigma = _check("sigma", sigma)
 
     def __call__(self, batch_size: int, epoch: int = 0) -> Tensor:
-        return torch.full((batch_size,), self.sigma)
+        return torch.full((self._batch(batch_size, epoch),), self.sigma)
 
     def __repr__(self):
         return f"ConstantSampler(sigma={self.sigma})"
@@ -62,12 +86,12 @@ class VantSampler(SigmaSampler):
         self.sigma_train = _check("sigma_train", sigma_train)
         self.theta = _check("theta", theta)
         self.alpha = _check("alpha", alpha)
-        if mode not in VANT_MODES:
+        if not isinstance(mode, str) or mode not in VANT_MODES:
             raise ValueError(f"unknown VANT sampler {mode!r}; choose one of {VANT_MODES}")
         self.mode = mode
 
     def __call__(self, batch_size: int, epoch: int = 0) -> Tensor:
-        z = torch.randn(batch_size, generator=self.generator)
+        z = torch.randn(self._batch(batch_size, epoch), generator=self.generator)
         centre = self.alpha * self.sigma_train
         if self.mode == "half_normal":
             return centre + self.theta * z.abs()
@@ -83,12 +107,20 @@ class EmpiricalSampler(SigmaSampler):
 
     def __init__(self, values: Sequence[float], seed: int = 0):
         super().__init__(seed)
+        if isinstance(values, Tensor):
+            if values.dtype == torch.bool or values.dtype.is_complex:
+                raise TypeError(f"empirical sigma values must be real numbers, got a {values.dtype} tensor")
+            values = values.detach().cpu().flatten().tolist()
+        elif isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise TypeError(f"empirical sigma values must be a sequence of numbers, got {type(values).__name__} {values!r}")
+        values = list(values)
         if len(values) == 0:
-            raise ValueError("empirical sampler needs at least one sigma value")
-        self.values = torch.tensor([_check("sigma value", v) for v in values], dtype=torch.float32)
+            raise ValueError("empirical sampler needs at least one sigma value, got none")
+        self.values = torch.tensor([_check(f"empirical sigma value [{i}]", v) for i, v in enumerate(values)],
+                                   dtype=torch.float32)
 
     def __call__(self, batch_size: int, epoch: int = 0) -> Tensor:
-        idx = torch.randint(len(self.values), (batch_size,), generator=self.generator)
+        idx = torch.randint(len(self.values), (self._batch(batch_size, epoch),), generator=self.generator)
         return self.values[idx]
 
     def __repr__(self):
@@ -102,14 +134,16 @@ class WarmupSampler(SigmaSampler):
 
     def __init__(self, inner: SigmaSampler, sigma_train: float, epochs: int):
         super().__init__(0)
-        if epochs < 1:
-            raise ValueError(f"warm-up epochs must be >= 1, got {epochs}")
-        self.inner, self.sigma_train, self.epochs = inner, _check("sigma_train", sigma_train), int(epochs)
+        if not isinstance(inner, SigmaSampler):
+            raise TypeError(f"the sampler after warm-up must be a SigmaSampler, got {type(inner).__name__} {inner!r}")
+        self.inner, self.sigma_train = inner, _check("sigma_train", sigma_train)
+        self.epochs = _count("warm-up epochs", epochs, 1)
 
     def ramp(self, epoch: int) -> float:
         return self.sigma_train * epoch / max(self.epochs - 1, 1)
 
     def __call__(self, batch_size: int, epoch: int = 0) -> Tensor:
+        batch_size = self._batch(batch_size, epoch)
         if epoch < self.epochs:
             return torch.full((batch_size,), self.ramp(epoch))
         return self.inner(batch_size, epoch)
@@ -138,6 +172,9 @@ def make_sampler(
     """The sampler for a training method: None for clean training, constant for NT, VANT's
     distribution for ``vant``, measured values for ``empirical``; wrapped in a warm-up ramp when
     ``warmup_epochs`` > 0."""
+    if not isinstance(method, str) or method not in ("clean", "nt", "vant", "empirical"):
+        raise ValueError(f"unknown noise method {method!r}; choose clean, nt, vant or empirical")
+    warmup_epochs = _count("warmup_epochs", warmup_epochs, 0)
     if method == "clean":
         return None
     if method == "nt":
@@ -145,7 +182,7 @@ def make_sampler(
     elif method == "vant":
         inner = VantSampler(sigma_train, theta, alpha, mode, seed)
     elif method == "empirical":
-        inner = EmpiricalSampler(values or [], seed)
+        inner = EmpiricalSampler([] if values is None else values, seed)
         sigma_train = sigma_train or float(inner.values.mean())  # the ramp's target
     else:
         raise ValueError(f"unknown noise method {method!r}; choose clean, nt, vant or empirical")
