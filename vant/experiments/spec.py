@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError, RunConfig, from_dict, load_yaml, merge, parse_override, resolve, set_dotted, to_dict
+from ..config import (ConfigError, RunConfig, from_dict, load_yaml, merge, parse_override, resolve, safe_component,
+                      set_dotted, to_dict)
 from ..data import check_dataset_name
 from ..models import model_info
 from ..pipeline.runs import run_dir
@@ -143,7 +144,11 @@ def load_spec(name_or_path: str | Path, profile: str | None = None, overrides: l
     data.setdefault("name", path.stem)
     data["profile"] = profile
     try:
-        return from_dict(GridSpec, data)
+        spec = from_dict(GridSpec, data)
+        safe_component(spec.name, "name")  # the grid directory is <out_dir>/grids/<name>-<profile>
+        if spec.profile:
+            safe_component(spec.profile, "profile")
+        return spec
     except ConfigError as e:
         hint = " (run settings go under base., e.g. base.train.epochs=3)" if "unknown config key" in str(e) else ""
         raise ConfigError(f"{path.name}: {e}{hint}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import os
+import warnings
 from contextlib import contextmanager
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,7 +120,9 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", *, expect_ha
     """
     advice = advice or f"delete {path} to train from scratch"
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle protocol; the error below says more
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, garbage, a pickle naming code: all the same to the user
         raise CheckpointError(f"checkpoint {path} is unreadable or holds more than tensors and plain data "
                               f"({type(e).__name__}); {advice}") from None

@@ -58,6 +58,8 @@ from statistics import NormalDist
 import numpy as np
 import yaml
 
+from ..config import ConfigError, safe_component
+
 KINDS = ("fixed", "fleet", "trajectory", "fleet_trajectory")
 SIGMA_UNIT = "activation_std"
 DISTRIBUTIONS = {"normal": ("mean", "std"), "lognormal": ("mean", "std"), "uniform": ("low", "high")}
@@ -380,6 +382,10 @@ def scenario_from_dict(data, source: str = "scenario", base: Path | None = None)
     name = f.get("name", "scenario")
     if not isinstance(name, str) or not name.strip():
         raise f.error("name", f"expected a non-empty string, got {name!r}")
+    try:
+        safe_component(name, "name")  # it names the folder of the scenario's rows inside each run
+    except ConfigError as e:
+        raise f.error("name", str(e).removeprefix("name ")) from None
     description = f.get("description", "")
     kind = f.choice("kind", KINDS)
     units = _Fields(f.get("units", required=True), "units.", source)
