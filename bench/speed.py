@@ -383,7 +383,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-eval", default="", help="comma list of models whose inference/sweep is skipped")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--noise-threads", type=int, default=None,
-                   help="CPU threads drawing one site's noise (default: the torch threads; 1: one ATen stream)")
+                   help="CPU threads sharing the chunks of one site's draw (default: the torch threads; 1: the same values, one thread)")
     p.add_argument("--budget", type=float, default=float("inf"), help="seconds after which remaining parts are skipped")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of a few steps, small sweep")
     p.add_argument("--out", default=None, help="JSON file (default bench/results/speed-<device>.json)")

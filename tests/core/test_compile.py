@@ -231,9 +231,10 @@ def test_epoch_augmentation_drawn_up_front_matches_per_batch_slices():
 
 @pytest.mark.parametrize("threads", [2, 3])
 def test_multithreaded_cpu_draw_is_iid_normal_and_reproducible(noise_threads, threads):
-    """Large CPU draws are split over threads, each chunk from its own seeded stream: still i.i.d.
-    N(0, 1) (chunks uncorrelated with each other), and reproducible from torch.manual_seed."""
-    from vant.core.noise import normal_
+    """Large CPU draws are split into fixed-size chunks, each from its own seeded stream, shared out
+    over the threads: still i.i.d. N(0, 1) (chunks uncorrelated with each other), and reproducible
+    from torch.manual_seed."""
+    from vant.core.noise import _CHUNK, normal_
 
     noise_threads(threads)
     x = torch.zeros(32, 16, 32, 32)  # 524,288 values per draw: above the 2**18 split threshold
@@ -243,9 +244,9 @@ def test_multithreaded_cpu_draw_is_iid_normal_and_reproducible(noise_threads, th
     draws = _draws(model, x, calls=1)
     check_standard_normal_iid(draws, SIGMA_ROWS)
     flat = draws[0].flatten()
-    chunks = flat[: flat.numel() // threads * threads].view(threads, -1)
+    chunks = flat.view(-1, _CHUNK)  # 524,288 = 4 chunks
     corr = torch.corrcoef(chunks.double())
-    assert corr[~torch.eye(threads, dtype=torch.bool)].abs().max() < 5 / math.sqrt(chunks.shape[1])
+    assert corr[~torch.eye(len(chunks), dtype=torch.bool)].abs().max() < 5 / math.sqrt(chunks.shape[1])
     torch.manual_seed(3)
     again = _draws(model, x, calls=1)
     assert all(torch.equal(a, b) for a, b in zip(draws, again))
@@ -253,14 +254,20 @@ def test_multithreaded_cpu_draw_is_iid_normal_and_reproducible(noise_threads, th
     assert not torch.equal(normal_(torch.empty(1 << 18)), normal_(torch.empty(1 << 18)))
 
 
-def test_one_noise_thread_is_the_single_stream_draw(noise_threads):
-    noise_threads(1)
-    x = torch.randn(8, 64, 32, 32)
+def test_small_draws_are_the_single_stream_and_one_noise_thread_draws_what_two_do(noise_threads):
     s = torch.tensor(0.5)
+    small = torch.randn(8, 16, 16, 16)  # 32,768 values: below the split threshold, one stream
     torch.manual_seed(7)
-    got = additive(x, s)
+    got = additive(small, s)
     torch.manual_seed(7)
-    assert torch.equal(got, x + s * torch.empty_like(x).normal_())
+    assert torch.equal(got, small + s * torch.empty_like(small).normal_())
+    x = torch.randn(8, 64, 32, 32)  # 524,288 values: split into chunks, the same whatever the threads
+    out = []
+    for k in (1, 2):
+        noise_threads(k)
+        torch.manual_seed(7)
+        out.append(additive(x, s))
+    assert torch.equal(*out)
     with pytest.raises(ValueError, match="positive integer"):
         noise_threads(0)
 

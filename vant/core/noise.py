@@ -33,14 +33,19 @@ def broadcast_sigma(sigma: Tensor, x: Tensor) -> Tensor:
 # ---- drawing N(0, 1) on the CPU with several threads --------------------------------------------
 # ATen's CPU normal_ runs on one thread (one MT19937 stream) whatever torch.set_num_threads says,
 # and at ~250 M values/s it is what bounds eager noisy training on the CPU. Large draws are therefore
-# split into one contiguous chunk per thread, each filled from its own MT19937 stream seeded from the
-# default generator (so torch.manual_seed still reproduces the noise and fork_rng still isolates it).
-# The chunks are independent standard normals, so the distribution is unchanged; the values differ
-# from a single-stream draw. ATen releases the GIL inside normal_, so the threads really run at once.
-_CPU_NOISE_THREADS: int | None = None  # None: torch.get_num_threads(); 1: single-stream draws
-_PARALLEL_MIN = 1 << 18  # below this many values a single stream is faster (measured break-even ~64k)
+# split into chunks of a FIXED size (_CHUNK values; the last one shorter), chunk i filled from its
+# own MT19937 stream whose seed is derived from (one value drawn from the default generator per
+# call, i). The split and the seeds depend only on the number of values, never on the thread count:
+# threads only share out the chunks, so 1, 2 or 16 threads (and a run moved between them) draw the
+# same numbers, torch.manual_seed reproduces them and fork_rng isolates them. The chunks are
+# independent standard normals, so the distribution is that of one stream; the values are not.
+# ATen releases the GIL inside normal_, so the threads really run at once.
+_CPU_NOISE_THREADS: int | None = None  # None: torch.get_num_threads(); 1: the same values, one thread
+_PARALLEL_MIN = 1 << 18  # draws below this many values: one stream of the default generator (Tensor.normal_)
+_CHUNK = 1 << 17  # values per chunk of a split draw: ~0.5 ms each, so per-chunk overhead is ~1% and threads balance
 _POOL = None  # the worker threads of split draws, made on first use
 _POOL_WORKERS = 0
+_MASK64 = (1 << 64) - 1
 
 
 def _drop_pool() -> None:
@@ -52,8 +57,11 @@ os.register_at_fork(after_in_child=_drop_pool)  # a forked child has none of the
 
 
 def set_cpu_noise_threads(n: int | None) -> None:
-    """Threads that draw the noise of one CPU site (``None``: ``torch.get_num_threads()``; ``1``:
-    one MT19937 stream, exactly ``Tensor.normal_``). Only draws of at least 2**18 values are split."""
+    """Threads that share the chunks of one large CPU draw (``None``: ``torch.get_num_threads()``).
+
+    Only the speed depends on it: a draw of at least 2**18 values is split into chunks of a fixed
+    size, each from its own seeded stream, whatever the thread count, so ``1`` draws exactly the
+    values that ``2`` or ``None`` draw, on one thread. Smaller draws are ``Tensor.normal_``."""
     global _CPU_NOISE_THREADS
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"cpu noise threads must be a positive integer or None, got {n!r}")
@@ -61,31 +69,47 @@ def set_cpu_noise_threads(n: int | None) -> None:
 
 
 def cpu_noise_threads() -> int:
-    """Threads a large CPU draw is split over now (see set_cpu_noise_threads)."""
+    """Threads a large CPU draw is shared out over now (see set_cpu_noise_threads)."""
     return _CPU_NOISE_THREADS if _CPU_NOISE_THREADS is not None else torch.get_num_threads()
 
 
+def _chunk_seed(base: int, i: int) -> int:
+    """Seed of chunk ``i`` of a draw (splitmix64 of base + i: well-mixed low bits, which MT19937 uses)."""
+    z = (base + (i + 1) * 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
 def normal_(buf: Tensor) -> Tensor:
-    """Fill a contiguous fp32 tensor with N(0, 1) in place; on the CPU large buffers use several threads."""
-    k = cpu_noise_threads() if buf.device.type == "cpu" else 1
+    """Fill a contiguous fp32 tensor with N(0, 1) in place. On the CPU a buffer of at least 2**18
+    values is drawn in fixed-size chunks, each from its own stream seeded from one draw of the
+    default generator, shared out over ``cpu_noise_threads()`` threads: the values do not depend on
+    the thread count. Elsewhere (CUDA, small or non-contiguous buffers) it is ``Tensor.normal_``."""
     n = buf.numel()
-    if k <= 1 or n < _PARALLEL_MIN or not buf.is_contiguous():
+    if buf.device.type != "cpu" or n < _PARALLEL_MIN or not buf.is_contiguous():
         return buf.normal_()
+    flat = buf.view(-1)
+    chunks = -(-n // _CHUNK)
+    base = int(torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64)) & _MASK64  # the one default-generator draw
+    k = min(cpu_noise_threads(), chunks)
+    taken = iter(range(chunks))  # next() on a range iterator is atomic under the GIL: each chunk is taken once
+
+    def work() -> None:
+        g = torch.Generator()
+        for i in taken:
+            g.manual_seed(_chunk_seed(base, i))
+            flat[i * _CHUNK:(i + 1) * _CHUNK].normal_(generator=g)
+
+    if k <= 1:
+        work()
+        return buf
     global _POOL, _POOL_WORKERS
     if _POOL_WORKERS < k - 1:
         from concurrent.futures import ThreadPoolExecutor
         _POOL, _POOL_WORKERS = ThreadPoolExecutor(max_workers=k - 1, thread_name_prefix="vant-noise"), k - 1
-    flat = buf.view(-1)
-    step = -(-n // k)
-    seeds = torch.randint(0, 2 ** 62, (k,)).tolist()  # from the default generator: reproducible
-
-    def fill(i: int) -> None:
-        g = torch.Generator()
-        g.manual_seed(seeds[i])
-        flat[i * step:(i + 1) * step].normal_(generator=g)
-
-    futures = [_POOL.submit(fill, i) for i in range(1, k)]
-    fill(0)
+    futures = [_POOL.submit(work) for _ in range(k - 1)]
+    work()
     for f in futures:
         f.result()
     return buf

@@ -251,7 +251,7 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
     model = build_model(cfg, data)
     check_batches(cfg, data, model)
     path.mkdir(parents=True, exist_ok=True)
-    with lock(path):
+    with lock(path), cpu_math(device):
         if not (path / "config.yaml").is_file():
             meta = dict(_versions(), device=str(device), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         hash=config_hash(cfg), test_split=data.test_split)
@@ -283,6 +283,19 @@ def _load_weights(model: nn.Module, run: Run, cfg: RunConfig) -> None:
     advice = f"delete the run directory {run.path} to train it again"
     load_model_state(model, load_checkpoint(path, "cpu", expect_hash=config_hash(cfg), advice=advice)["model"], path,
                      advice)
+
+
+def cpu_math(device: torch.device):
+    """With ``VANT_CPU_DETERMINISTIC=1`` on the CPU: ATen's own convolution instead of oneDNN's, whose
+    weight gradients depend on the thread count (README, Speed); much slower on ResNets."""
+    from contextlib import nullcontext
+
+    from ..core.threads import cpu_deterministic, set_mkl_reproducible
+
+    if device.type != "cpu" or not cpu_deterministic():
+        return nullcontext()
+    set_mkl_reproducible()  # in case the library is used without the command line (too late if MKL has run)
+    return torch.backends.mkldnn.flags(enabled=False)
 
 
 def _append_epoch(path: Path, row: dict) -> None:
