@@ -361,10 +361,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .core.threads import set_mkl_reproducible, set_openmp_spin
+    from .core.threads import set_openmp_spin
 
     set_openmp_spin()  # before torch loads (nothing above imported it): see vant.set_openmp_spin
-    set_mkl_reproducible()  # VANT_CPU_DETERMINISTIC=1: before MKL first runs
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -113,11 +113,14 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     out_dir: str = "runs"  # where run directories are created (not part of the hash)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (not part of the hash)
+    # CPU threads of the run's math on the CPU, fixed so that its numbers do not depend on the machine
+    # (oneDNN's weight gradients change with the thread count); null = torch's default, and then they do
+    cpu_threads: Union[int, None] = 2
 
 
 #: Keys that change where, how fast or how a run is *evaluated*, never the trained model: excluded
 #: from the run's hash. Evaluation rows are cached per (sigma, repeat, seed) inside the run.
-NON_SEMANTIC = ("name", "out_dir", "device", "eval", "data.root", "data.download", "train.test_every")
+NON_SEMANTIC = ("name", "out_dir", "device", "cpu_threads", "eval", "data.root", "data.download", "train.test_every")
 
 
 # ----------------------------------------------------------------------------- typed (de)serialisation
@@ -357,6 +360,8 @@ def _check_names(cfg: RunConfig) -> None:
         raise ConfigError(f"noise.sites must be 'paper', 'all' or a non-empty list of module name patterns, got {sites!r}")
     if not DEVICE_FORM.fullmatch(cfg.device):
         raise ConfigError(f"device: unknown device {cfg.device!r}; choose auto, cpu, cuda or cuda:N")
+    if cfg.cpu_threads is not None and (isinstance(cfg.cpu_threads, bool) or not 1 <= cfg.cpu_threads <= 1024):
+        raise ConfigError(f"cpu_threads must be an integer in [1, 1024] or null, got {cfg.cpu_threads}")
     if cfg.name != "":
         safe_component(cfg.name, "name")
     # With no name, the run label is built from these (model.name with ':' replaced): no separators.

@@ -21,23 +21,3 @@ def set_openmp_spin(count: int | None = DEFAULT_SPIN) -> bool:
         return False
     os.environ["GOMP_SPINCOUNT"] = str(int(count))
     return True
-
-
-#: Set to 1 for CPU runs whose numbers do not depend on the thread count (README, Speed), at a cost.
-DETERMINISTIC_ENV = "VANT_CPU_DETERMINISTIC"
-
-
-def cpu_deterministic() -> bool:
-    """Whether ``VANT_CPU_DETERMINISTIC`` asks for thread-count-independent CPU math."""
-    return os.environ.get(DETERMINISTIC_ENV, "").strip() not in ("", "0")
-
-
-def set_mkl_reproducible() -> bool:
-    """With ``VANT_CPU_DETERMINISTIC=1``: MKL's strict reproducible mode (``MKL_CBWR=AUTO,STRICT``),
-    in which its GEMM gives the same bits for any thread count. MKL reads the setting when it first
-    runs, so call this before any matrix product (``vant`` on the command line does); it returns
-    False and changes nothing if the variable is already set or determinism was not asked for."""
-    if not cpu_deterministic() or "MKL_CBWR" in os.environ:
-        return False
-    os.environ["MKL_CBWR"] = "AUTO,STRICT"
-    return True

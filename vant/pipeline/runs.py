@@ -25,6 +25,7 @@ import os
 import platform
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,7 +252,7 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
     model = build_model(cfg, data)
     check_batches(cfg, data, model)
     path.mkdir(parents=True, exist_ok=True)
-    with lock(path), cpu_math(device):
+    with lock(path), run_threads(cfg, device):
         if not (path / "config.yaml").is_file():
             meta = dict(_versions(), device=str(device), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         hash=config_hash(cfg), test_split=data.test_split)
@@ -285,17 +286,20 @@ def _load_weights(model: nn.Module, run: Run, cfg: RunConfig) -> None:
                      advice)
 
 
-def cpu_math(device: torch.device):
-    """With ``VANT_CPU_DETERMINISTIC=1`` on the CPU: ATen's own convolution instead of oneDNN's, whose
-    weight gradients depend on the thread count (README, Speed); much slower on ResNets."""
-    from contextlib import nullcontext
-
-    from ..core.threads import cpu_deterministic, set_mkl_reproducible
-
-    if device.type != "cpu" or not cpu_deterministic():
-        return nullcontext()
-    set_mkl_reproducible()  # in case the library is used without the command line (too late if MKL has run)
-    return torch.backends.mkldnn.flags(enabled=False)
+@contextmanager
+def run_threads(cfg: RunConfig, device: torch.device):
+    """On the CPU, the run's math uses ``cfg.cpu_threads`` threads whatever this process has (the
+    environment's OMP_NUM_THREADS, a grid worker's --threads, a resume elsewhere): oneDNN's weight
+    gradients depend on the thread count, so a fixed count is what makes the numbers reproducible."""
+    if device.type != "cpu" or cfg.cpu_threads is None or cfg.cpu_threads == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.cpu_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _append_epoch(path: Path, row: dict) -> None:
