@@ -1,15 +1,14 @@
-"""Reports of grids, made from the stored results table only: derived metrics, the paper's selection
-rule, a figure (PNG) and the same numbers as a Markdown table beside it.
+"""Reports of grids, made from the stored results table only: a figure (PNG) and the same numbers as
+a Markdown table beside it. The derived metrics and the selection rules are in
+:mod:`vant.experiments.table`.
 
-- :func:`derive` adds rAUC (against the matched NT upper bound of the run's group) and PA (against
-  the NT run trained at the same sigma_train in the group) to the rows of a results table.
-- :func:`select_setting` is the two-step rule of the paper (spec 3.4): keep the settings whose
-  preserved accuracy is at least ``-tolerance`` (0.5 pp by default, spec 9 #11), then take the
-  highest rAUC.
-- Report kinds (``report.kind`` of a grid spec): ``curves`` (accuracy vs sigma with the dashed upper
-  bound; Fig. 2, 3, 4), ``heatmap`` (a metric over two keys with the selected cells framed; Fig. 5, 6),
-  ``table1`` (the selection per sigma_train in the paper's table format) and ``bars`` (rAUC bars
-  with an NT dot and a VANT star, and PA; Fig. 7).
+Report kinds (``report.kind`` of a grid spec), checked with the spec before any run
+(:func:`check_report`): ``curves`` (accuracy vs sigma with the dashed upper bound; Fig. 2, 3, 4, and
+``best:`` variants drawn by their best-AUC run), ``heatmap`` (a metric over two keys with the
+selected cells framed; Fig. 5, 6), ``table1`` (the selection per sigma_train in the paper's table
+format), ``bars`` (rAUC bars with an NT dot and a VANT star, and PA; Fig. 7), ``compare`` (clean vs
+NT vs VANT against the upper bound: ``vant demo``) and ``scenario`` (every run evaluated on the
+spec's scenario: ``vant scenario-compare``).
 """
 from __future__ import annotations
 
@@ -17,13 +16,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import matplotlib
 import numpy as np
 import yaml
 from matplotlib.patches import Rectangle
-
-from typing import Union
 
 from ..config import ConfigError, from_dict
 from ..core.metrics import auc, envelope
