@@ -165,6 +165,7 @@ def test_eager_additive_equals_its_formula_and_leaves_input_alone():
 def test_training_with_compile_matches_eager_training(tmp_path, monkeypatch, noise_threads):
     """train.compile=true runs the loop through compile_noisy (here with the cheap aot_eager backend:
     the same graphs and autograd, no code generation) and trains like the eager loop."""
+    import vant.core.noise
     import vant.pipeline.train
     from tests.helpers import tiny_config
     from vant.pipeline.runs import execute
@@ -176,7 +177,10 @@ def test_training_with_compile_matches_eager_training(tmp_path, monkeypatch, noi
         return compile_noisy(model, device, backend="aot_eager")
 
     monkeypatch.setattr(vant.pipeline.train, "compile_noisy", cheap)
-    noise_threads(1)  # eager draws from one stream, as the compiled graph does: the same noise values
+    noise_threads(1)
+    # the compiled CPU graph draws each site with one torch.randn; eager splits sites of >= 2**18 values
+    # into seeded chunks (thread-independent): without the split both draw the same noise values
+    monkeypatch.setattr(vant.core.noise, "_PARALLEL_MIN", 1 << 62)
     torch._dynamo.reset()
     compiled = execute(tiny_config(tmp_path / "c", "train.compile=true", "train.epochs=1"), progress=False)
     eager = execute(tiny_config(tmp_path / "e", "train.epochs=1"), progress=False)

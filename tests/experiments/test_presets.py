@@ -71,3 +71,13 @@ def test_scenario_compare_smoke_evaluates_every_variant_on_the_scenario(tmp_path
         assert label in printed
     assert "expected acc [%]" in printed and (out / "report.png").is_file()
     assert len(list((out / "runs").glob("*/scenarios/chip_lot-*/rows.csv"))) == 5
+
+
+@pytest.mark.parametrize("profile", ["full", "smoke"])
+def test_every_preset_and_its_report_are_valid_in_every_profile(profile):
+    from vant.experiments.report import check_report
+    from vant.experiments.spec import list_presets
+
+    for name in list_presets():
+        spec = load_spec(name, profile)
+        assert expand(spec) and check_report(spec)[0] in ("curves", "heatmap", "table1", "bars", "compare", "scenario")
