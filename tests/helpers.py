@@ -8,3 +8,21 @@ TINY = ["model.name=lenet5", "train.method=vant", "train.sigma=0.5", "train.epoc
 
 def tiny_config(tmp_path, *extra):
     return build_config(None, TINY + [f"out_dir={tmp_path}"] + list(extra))
+
+
+def kill_after_epochs(proc, out_dir, epochs: int, timeout: float = 300):
+    """SIGKILL a training process once its run under ``out_dir`` has ``epochs`` rows in epochs.csv;
+    returns that epochs.csv (None if it never got there, or the process ended first)."""
+    import signal
+    import time
+
+    deadline, found = time.time() + timeout, None
+    while time.time() < deadline and proc.poll() is None:
+        runs = list(out_dir.glob("*/epochs.csv"))
+        if runs and len(runs[0].read_text().splitlines()) >= epochs + 1:  # header + epochs
+            found = runs[0]
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return found

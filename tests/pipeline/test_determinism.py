@@ -5,15 +5,14 @@ thread count. LeNet-5 on the digits at batch 128 has sites of 602,112 values, so
 count, so a run's math uses its config's ``cpu_threads`` whatever the environment says (README, Speed)."""
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
 
+from tests.helpers import kill_after_epochs
 from vant.core.noise import _PARALLEL_MIN
 
 RUN = ["model.name=lenet5", "train.method=vant", "train.sigma=0.5", "eval.sigmas=[0.1,0.5]", "eval.repeats=1",
@@ -78,15 +77,7 @@ def test_resumed_at_another_thread_count_equals_the_uninterrupted_run(tmp_path):
     epochs = 6
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = _train(killed, 2, epochs, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline, found = time.time() + 300, None
-    while time.time() < deadline and proc.poll() is None:
-        runs = list(killed.glob("*/epochs.csv"))
-        if runs and len(runs[0].read_text().splitlines()) >= 3:  # header + 2 epochs
-            found = runs[0]
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    found = kill_after_epochs(proc, killed, 2)
     assert found is not None, "training never got going, or finished before it could be stopped"
     assert not (found.parent / "trained").exists()
     _train(killed, 1, epochs)

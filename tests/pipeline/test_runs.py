@@ -1,15 +1,13 @@
 """Run directories: self-describing, never redone, resumable after SIGKILL to the same result."""
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import yaml
 
-from tests.helpers import TINY, tiny_config
+from tests.helpers import TINY, kill_after_epochs, tiny_config
 from vant.pipeline.runs import Run, execute, run_dir
 from vant.pipeline.store import CheckpointError
 from vant.pipeline.train import TrainingDiverged
@@ -64,16 +62,7 @@ def test_sigkill_mid_training_resumes_to_the_same_result(tmp_path):
     epochs = 30
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen(_train_cmd(killed, epochs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    csv = None
-    while time.time() < deadline:
-        found = list(killed.glob("*/epochs.csv"))
-        if found and len(found[0].read_text().splitlines()) >= 4:  # header + 3 epochs
-            csv = found[0]
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    csv = kill_after_epochs(proc, killed, 3, timeout=120)
     assert csv is not None, "training never got going"
     done = torch.load(csv.parent / "checkpoint.pt", weights_only=True)["epoch"]
     assert 3 <= done < epochs and not (csv.parent / "trained").exists()
