@@ -140,7 +140,8 @@ def _versions() -> dict:
     import torchvision
 
     meta = dict(vant=__version__, torch=str(torch.__version__), torchvision=str(torchvision.__version__),
-                python=platform.python_version(), platform=platform.platform())
+                python=platform.python_version(), platform=platform.platform(),
+                cpu_capability=torch.backends.cpu.get_cpu_capability())  # the vector ISA torch's CPU kernels use
     try:
         src = Path(__file__).resolve().parents[2]
         commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -247,12 +248,19 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
         _summarise(run, cfg)
         return run
     device = resolve_device(cfg.device)
-    # Everything that can fail on bad input happens before the directory is created.
-    data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, model_input_size(cfg), cfg.data.augment)
-    model = build_model(cfg, data)
-    check_batches(cfg, data, model)
-    path.mkdir(parents=True, exist_ok=True)
-    with lock(path), run_threads(cfg, device):
+    with run_threads(cfg, device):  # all of the run's math, from the data's statistics on
+        # Everything that can fail on bad input happens before the directory is created.
+        data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, model_input_size(cfg), cfg.data.augment)
+        model = build_model(cfg, data)
+        check_batches(cfg, data, model)
+        path.mkdir(parents=True, exist_ok=True)
+        _train_and_sweep(cfg, run, path, data, model, device, progress)
+    return run
+
+
+def _train_and_sweep(cfg: RunConfig, run: Run, path: Path, data: ArrayData, model: nn.Module, device: torch.device,
+                     progress: bool) -> None:
+    with lock(path):
         if not (path / "config.yaml").is_file():
             meta = dict(_versions(), device=str(device), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         hash=config_hash(cfg), test_split=data.test_split)
@@ -275,7 +283,6 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
                 rows += sweep(model, test, sig, [r], cfg.eval.seed, batched=cfg.eval.batched, autocast=autocast)
                 write_csv(path / "sweep.csv", rows, SWEEP_FIELDS)
         _summarise(run, cfg)
-    return run
 
 
 def _load_weights(model: nn.Module, run: Run, cfg: RunConfig) -> None:
@@ -287,10 +294,12 @@ def _load_weights(model: nn.Module, run: Run, cfg: RunConfig) -> None:
 
 
 @contextmanager
-def run_threads(cfg: RunConfig, device: torch.device):
+def run_threads(cfg: RunConfig, device: torch.device | str):
     """On the CPU, the run's math uses ``cfg.cpu_threads`` threads whatever this process has (the
     environment's OMP_NUM_THREADS, a grid worker's --threads, a resume elsewhere): oneDNN's weight
-    gradients depend on the thread count, so a fixed count is what makes the numbers reproducible."""
+    gradients depend on the thread count, so a fixed count is what makes the numbers reproducible.
+    Training, sweeps, scenario and sensitivity evaluations of a run all compute inside it."""
+    device = resolve_device(device) if isinstance(device, str) else device
     if device.type != "cpu" or cfg.cpu_threads is None or cfg.cpu_threads == torch.get_num_threads():
         yield
         return

@@ -34,7 +34,7 @@ from torch import nn
 from ..data import DeviceBatches
 from ..pipeline.evaluate import sweep
 from ..core.metrics import mean_std_ci
-from ..pipeline.runs import Run, load_trained
+from ..pipeline.runs import Run, load_trained, run_threads
 from ..pipeline.store import lock, read_csv, write_csv, write_text_atomic
 from ..tables import fmt, markdown
 from .spec import Scenario, save_scenario, weighted_quantile
@@ -149,28 +149,29 @@ def evaluate_run(run: Run | str | Path, scenario: Scenario, repeats: int = 3, se
         todo = [(c, r) for r in range(repeats) for c in range(n_chunks)
                 if any((p, r, seed + SEED_STRIDE * c + r) not in have for p in range(c * chunk, min((c + 1) * chunk, len(sigmas))))]
         if todo:
-            model, test, _ = load_trained(run, device)
-            autocast = cfg.train.amp and test.device.type == "cuda"
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=len(todo), unit="chunk", desc=f"{run.path.name[:28]} on {scenario.name}", leave=False)
+            with run_threads(cfg, device):  # the run's thread count, as in training (pipeline.runs.run_threads)
+                model, test, _ = load_trained(run, device)
+                autocast = cfg.train.amp and test.device.type == "cuda"
+                bar = None
+                if progress:
+                    from tqdm.auto import tqdm
+                    bar = tqdm(total=len(todo), unit="chunk", desc=f"{run.path.name[:28]} on {scenario.name}", leave=False)
 
-            def store(new):
-                for row in new:
-                    p = row["point"]
-                    row.update(device=p // t, time_index=p % t, time=float(scenario.times[p % t]))
-                rows.extend(new)
-                write_csv(out / "rows.csv", rows, ROW_FIELDS)
-                if bar is not None:
-                    bar.update(1)
+                def store(new):
+                    for row in new:
+                        p = row["point"]
+                        row.update(device=p // t, time_index=p % t, time=float(scenario.times[p % t]))
+                    rows.extend(new)
+                    write_csv(out / "rows.csv", rows, ROW_FIELDS)
+                    if bar is not None:
+                        bar.update(1)
 
-            try:
-                skip = {(c, r) for r in range(repeats) for c in range(n_chunks)} - set(todo)
-                evaluate_points(model, test, sigmas, repeats, seed, chunk=chunk, skip=skip, autocast=autocast, on_rows=store)
-            finally:
-                if bar is not None:
-                    bar.close()
+                try:
+                    skip = {(c, r) for r in range(repeats) for c in range(n_chunks)} - set(todo)
+                    evaluate_points(model, test, sigmas, repeats, seed, chunk=chunk, skip=skip, autocast=autocast, on_rows=store)
+                finally:
+                    if bar is not None:
+                        bar.close()
         acc = np.full((d * t, repeats), np.nan)
         for r in rows:
             if r["repeat"] < repeats and r["seed"] == seed + SEED_STRIDE * (r["point"] // chunk) + r["repeat"]:

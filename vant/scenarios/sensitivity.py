@@ -26,7 +26,7 @@ from ..data import DeviceBatches
 from ..pipeline.evaluate import sweep
 from ..core.inject import INPUT, noise_sites
 from ..core.metrics import sigma_mid
-from ..pipeline.runs import Run, load_trained
+from ..pipeline.runs import Run, load_trained, run_threads
 from ..pipeline.store import lock, read_csv, write_csv, write_text_atomic
 from ..tables import markdown
 
@@ -128,7 +128,7 @@ def sensitivity(run: Run | str | Path, sigmas: Sequence[float] | None = None, re
     seed = run.config.eval.seed if seed is None else int(seed)
     out = run.path / "sensitivity"
     out.mkdir(parents=True, exist_ok=True)
-    with lock(out):
+    with lock(out), run_threads(run.config, device):  # the run's thread count, as in training
         model, test, data = load_trained(run, device)
         summary = walking_noise(model, test, sigmas or log_grid(), data.num_classes, repeats, seed, sites,
                                 rows=read_csv(out / "rows.csv", [f for f in ROW_FIELDS if f not in ("site", "type")]), on_rows=lambda rows: write_csv(out / "rows.csv", rows, ROW_FIELDS),
