@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -174,9 +173,6 @@ def _versions() -> dict:
 
     meta = dict(vant=__version__, torch=str(torch.__version__), torchvision=str(torchvision.__version__),
                 python=platform.python_version(), platform=platform.platform())
-    timm = sys.modules.get("timm")  # a timm: model was built: its version decides the architecture
-    if timm is not None:
-        meta["timm"] = str(getattr(timm, "__version__", "unknown"))
     try:
         src = Path(__file__).resolve().parents[2]
         commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -292,6 +288,9 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
         if not (path / "config.yaml").is_file():
             meta = dict(_versions(), device=str(device), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         hash=config_hash(cfg), test_split=data.test_split)
+            if cfg.model.name.startswith("timm:"):  # timm's version decides what the name builds
+                import timm
+                meta["timm"] = str(timm.__version__)
             write_text_atomic(path / "config.yaml", yaml.safe_dump({"config": to_dict(cfg), "meta": meta}, sort_keys=False))
         ckpt = path / "checkpoint.pt"
         if not run.trained:
