@@ -86,6 +86,15 @@ def wrong_logits(num_classes, in_channels):
     return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes + 1))
 
 
+def five_channels(num_classes, in_channels):
+    return nn.Sequential(nn.Conv2d(5, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+
+def with_bn(num_classes, in_channels):
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, num_classes))
+
+
 def one_split(root):
     return load(root)[0]
 
@@ -295,6 +304,7 @@ def test_command_line_trains_and_sweeps_a_user_module(user, tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (["model.name={user}:wrong_logits"], "returns a tensor of shape [2, 5]"),
     (["data.name={user}:hwc"], "look like H x W x C"),
+    (["model.name={user}:five_channels"], "does not run on a [2, 3, 12, 12] batch of '{user}:load' (RuntimeError: "),
     (["model.name={user}:build", "model.kwargs={depth: 2}"], "unexpected keyword argument 'depth'"),
     (["model.name=vant_missing_mod_abc:build"], "cannot import module"),
 ])
@@ -303,8 +313,25 @@ def test_bad_user_code_is_one_line_and_leaves_no_run(user, tmp_path, capsys, ext
     args = _cli_args(user, out) + [e.replace("{user}", user) for e in extra]
     assert main(["train", "-q", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
+    assert len(err) == 1 and message.replace("{user}", user) in err[0], err
     assert not out.exists()
+
+
+def test_the_forward_probe_changes_nothing(user, tmp_path):
+    from vant.pipeline.runs import build_model
+
+    cfg = resolve(build_config(None, [f"model.name={user}:with_bn", f"data.name={user}:load"]))
+    data = load_dataset(cfg.data.name, tmp_path)
+    model = build_model(cfg, data)  # probed: one forward pass of two images
+    torch.manual_seed(cfg.train.seed)
+    plain = create_model(cfg.model.name, num_classes=4, in_channels=3)
+    after_plain = torch.get_rng_state()
+    model = build_model(cfg, data)
+    assert torch.equal(torch.get_rng_state(), after_plain)  # the probe drew nothing from the global RNG
+    assert model.training
+    bn = model[1]
+    assert int(bn.num_batches_tracked) == 0 and torch.equal(bn.running_mean, torch.zeros(4))
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.state_dict().values()))
 
 
 def test_a_grid_over_a_user_factory_expands_and_runs(user, tmp_path):

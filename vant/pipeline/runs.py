@@ -97,7 +97,7 @@ def build_model(cfg: RunConfig, data: ArrayData) -> nn.Module:
 
 
 def probe_model(model: nn.Module, data: ArrayData, name: str) -> None:
-    """One forward pass of two training images through the plain model, before anything is written.
+    """One forward pass of (up to) two training images through the plain model, before anything is written.
 
     A model that does not take the data's shape, or does not return logits ``[batch, classes]``, is
     a one-line ConfigError here instead of a traceback in the first training step. Nothing changes:
@@ -106,7 +106,7 @@ def probe_model(model: nn.Module, data: ArrayData, name: str) -> None:
     mean = torch.tensor(data.mean).view(1, -1, 1, 1) * 255
     std = torch.tensor(data.std).view(1, -1, 1, 1) * 255
     x = (data.train_x[:2].float() - mean) / std
-    shape = "[2, " + ", ".join(map(str, x.shape[1:])) + "]"
+    shape = "[" + ", ".join(map(str, x.shape)) + "]"
     was_training = model.training
     model.eval()
     try:
@@ -120,7 +120,7 @@ def probe_model(model: nn.Module, data: ArrayData, name: str) -> None:
     finally:
         model.train(was_training)
     k = data.num_classes
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, k):
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), k):
         got = f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"model.name={name!r} returns {got} for a {shape} batch; vant needs logits of shape "
                           f"[batch, {k}] ({k} classes in {data.name!r})")
