@@ -1,8 +1,9 @@
 """The package's architecture: imports point down the layers, and importing vant changes nothing.
 
 Layers, top to bottom: cli -> experiments -> scenarios -> pipeline -> core. The top-level modules
-config, models, data, plots and tables are shared leaves that import no layer; baselines plug into
-the core by registering with it, so the core imports nothing above it.
+config, models, data, plots, tables and factory are shared leaves that import no layer; baselines plug into
+the core by registering with it, so the core imports nothing above it. integrations (hooks for other
+people's training loops) sits beside the stack: it imports the core only, and nothing imports it.
 """
 import ast
 import os
@@ -14,7 +15,10 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "vant"
 ORDER = ["core", "baselines", "pipeline", "scenarios", "experiments"]  # each may import only those before it
-LEAVES = {"config", "models", "data", "plots", "tables"}
+LEAVES = {"config", "models", "data", "plots", "tables", "factory"}
+#: Side layers: hooks into other people's training loops; they may import the core (and the shared
+#: leaves) only, and nothing of vant imports them.
+SIDE = {"integrations": {"core"}}
 
 
 def _module_name(path: Path) -> str:
@@ -91,6 +95,10 @@ def test_dependencies_point_down_the_layers():
                 bad.append(f"{module} -> {d} (points up a layer)")
             elif layer in ORDER and target == "cli":
                 bad.append(f"{module} -> {d}")
+            elif layer in SIDE and target not in SIDE[layer] | LEAVES:
+                bad.append(f"{module} -> {d} (a side layer imports more than {sorted(SIDE[layer])})")
+            elif target in SIDE and layer != target:
+                bad.append(f"{module} -> {d} (nothing of vant imports a side layer)")
     assert not bad, bad
 
 
@@ -111,7 +119,10 @@ def test_importing_vant_changes_nothing():
 def test_importing_every_module_keeps_the_matplotlib_backend():
     code = ("import importlib, pkgutil, vant\n"
             "for m in pkgutil.walk_packages(vant.__path__, 'vant.'):\n"
-            "    if not m.name.endswith('__main__'): importlib.import_module(m.name)\n"
+            "    if m.name.endswith('__main__'): continue\n"
+            "    try: importlib.import_module(m.name)\n"
+            "    except ImportError as e:\n"  # an integration whose framework (an optional extra) is not installed
+            "        if not (m.name.startswith('vant.integrations.') and 'pip install' in str(e)): raise\n"
             "import matplotlib, os; print(matplotlib.get_backend()); assert 'GOMP_SPINCOUNT' not in os.environ")
     r = _python(code, MPLBACKEND="svg")
     assert r.returncode == 0 and r.stdout.strip() == "svg", r.stderr

@@ -83,6 +83,8 @@ def cmd_list(args) -> int:
         for name in list_models():
             print(f"{name:12s} {model_info(name).description}")
         print(f"{'tv:<name>':12s} any torchvision classification model, e.g. tv:resnet18, tv:mobilenet_v3_small")
+        print(f"{'timm:<name>':12s} any timm model (pip install \"vant[timm]\"), e.g. timm:resnet18, timm:vit_tiny_patch16_224")
+        print(f"{'pkg.mod:fn':12s} your factory, called as fn(num_classes=, in_channels=, **model.kwargs) -> nn.Module")
     elif args.what == "presets":
         from .experiments.spec import list_presets
         for name, desc in list_presets().items():
@@ -95,6 +97,8 @@ def cmd_list(args) -> int:
         from .data import list_datasets
         for name, desc in list_datasets().items():
             print(f"{name:13s} {desc}")
+        print(f"{'torchvision:<Class>':13s} a torchvision.datasets class with root= and train= or split=, e.g. torchvision:KMNIST")
+        print(f"{'pkg.mod:fn':13s} your factory, called as fn(root=data.root) -> (train, test) Datasets or (images, labels) pairs")
     else:
         from .pipeline.runs import Run
         from .pipeline.store import CheckpointError

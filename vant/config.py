@@ -50,16 +50,16 @@ NAME_MAX = 100
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # data set: see `vant list datasets`; 'imagefolder' reads `root` as a tree
+    name: str = "digits"  # data set: see `vant list datasets`; 'imagefolder' reads `root` as a tree; torchvision:<Class>; package.module:function
     root: str = "~/.cache/vant/data"  # directory holding the data sets (or the ImageFolder tree itself)
-    download: bool = False  # let torchvision download a missing set (CIFAR-10, MNIST, FashionMNIST, SVHN)
+    download: bool = False  # let torchvision download a missing set (CIFAR-10, MNIST, FashionMNIST, SVHN, torchvision:<Class>)
     augment: Union[bool, None] = None  # random crop (pad 4) + flip; None = the data set's default
     image_size: Union[int, None] = None  # resize images to this side; None = the model's need or native size
 
 
 @dataclass
 class ModelConfig:
-    name: str = "lenet5"  # registered model (`vant list models`) or tv:<torchvision model>
+    name: str = "lenet5"  # registered model (`vant list models`), tv:<torchvision model>, timm:<timm model> or package.module:function
     kwargs: dict = field(default_factory=dict)  # extra constructor arguments, e.g. {pool: max}
     quant_bits: Union[int, None] = None  # QAT (Brevitas): weight and activation bit width, 2..16; None = float model
     quant_act_scale: Union[float, None] = None  # QAT activation step: None = learned (stats-initialised), s = constant, max_val = M_b*s

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .factory import check_call, is_factory_name, load_factory
+
 IMG_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
 
 
@@ -86,21 +88,42 @@ def list_datasets() -> dict[str, str]:
 
 
 def check_dataset_name(name: str) -> None:
+    """A registered name, ``torchvision:<Class>`` or ``package.module:function``; else a one-line error.
+    Reads no data (the module of a factory is imported and its signature checked)."""
+    _loader(name)
+
+
+def _loader(name: str) -> Callable[[Path, bool], dict]:
+    external = None if name in _DATASETS else _external_loader(name)
+    if external is not None:
+        return external
     if name not in _DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(_DATASETS)}")
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(_DATASETS)}, torchvision:<Class> "
+                         "or package.module:function")
+    return _DATASETS[name].load
 
 
 def load_dataset(name: str, root: str | os.PathLike = "~/.cache/vant/data", download: bool = False,
                  image_size: int | None = None, augment: bool | None = None) -> ArrayData:
-    """Read a data set into uint8 tensors, resized to ``image_size`` when given."""
-    check_dataset_name(name)
+    """Read a data set into uint8 tensors, resized to ``image_size`` when given.
+
+    ``name`` is a registered set, ``torchvision:<Class>`` (the class's train and test split under
+    ``root``) or ``package.module:function``, called as ``function(root=root)`` and returning
+    ``(train, test)`` (see :data:`EXPECTED_SPLITS`); their images are read once into uint8 tensors."""
+    load = _loader(name)
     root = Path(os.path.expanduser(str(root)))
-    raw = _DATASETS[name].load(root, download)
+    raw = load(root, download)
     data = ArrayData(name=name, **raw)
     check_splits(data, root)
-    if image_size is not None and image_size != data.size:
-        data.train_x = resize_uint8(data.train_x, image_size)
-        data.test_x = resize_uint8(data.test_x, image_size)
+    if image_size is not None:
+        if tuple(data.train_x.shape[-2:]) != (image_size, image_size):
+            data.train_x = resize_uint8(data.train_x, image_size)
+        if tuple(data.test_x.shape[-2:]) != (image_size, image_size):
+            data.test_x = resize_uint8(data.test_x, image_size)
+    (h, w), (th, tw) = data.train_x.shape[-2:], data.test_x.shape[-2:]
+    if h != w or (h, w) != (th, tw):
+        raise DataError(f"data set {name!r} has {h}x{w} train and {th}x{tw} test images; vant needs square images "
+                        "of one size: set data.image_size=N to resize them to N x N")
     if data.mean is None:
         data.mean, data.std = channel_stats(data.train_x)
     if augment is not None:
@@ -628,6 +651,210 @@ def _imagefolder(root: Path, download: bool) -> dict:
     xtr, ytr, xte, yte, classes = _read_tree(root, test, None)
     return dict(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, num_classes=len(classes), mean=None, std=None,
                 augment=True, flip=True, test_split=test)
+
+
+# ----------------------------------------------------------------------------- a user's data, torchvision's classes
+
+TORCHVISION_PREFIX = "torchvision:"
+#: What a data factory (and a torchvision class, per split) must give, for the error messages.
+EXPECTED_SPLITS = ("(train, test): two torch.utils.data.Datasets whose items are (image, label) pairs, the image a "
+                   "C x H x W tensor (uint8, or float in [0, 1]) or a PIL image, or two (images, labels) array pairs "
+                   "with images [N, C, H, W] or [N, H, W]")
+
+
+def _external_loader(name: str) -> Callable[[Path, bool], dict] | None:
+    """The loader of ``torchvision:<Class>`` or ``package.module:function``, checked without reading
+    any data (a bad name fails here, before a run writes anything); None for other names."""
+    if name.startswith(TORCHVISION_PREFIX):
+        cls, split_args, takes_download = _torchvision_class(name)
+
+        def load_tv(root: Path, download: bool) -> dict:
+            splits = [_torchvision_split(cls, name, root, download if takes_download else None, a) for a in split_args]
+            return _from_splits(name, splits)
+        return load_tv
+    if is_factory_name(name):
+        fn = load_factory(name, "data.name")
+        check_call(fn, name, "data.name", root="...")
+        return lambda root, download: _from_splits(name, fn(root=str(root)))
+    return None
+
+
+def _torchvision_class(name: str) -> tuple[type, tuple[dict, dict], bool]:
+    """A torchvision dataset class, how to ask it for the train and test split, and whether it downloads."""
+    import inspect
+
+    import torchvision.datasets as tvd
+
+    cls_name = name[len(TORCHVISION_PREFIX):]
+    cls = getattr(tvd, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.utils.data.Dataset)) or cls_name.startswith("_"):
+        import difflib
+
+        close = difflib.get_close_matches(cls_name, [n for n in dir(tvd) if n[:1].isupper()], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"data.name={name!r}: torchvision.datasets has no data set class {cls_name!r}{hint}")
+    params = inspect.signature(cls).parameters
+    wrap = "; wrap it in a factory of your own (data.name=package.module:function)"
+    if "root" not in params:
+        raise ValueError(f"data.name={name!r}: {cls_name} takes no root argument{wrap}")
+    if "train" in params:
+        split_args = ({"train": True}, {"train": False})
+    elif "split" in params:
+        split_args = ({"split": "train"}, {"split": "test"})
+    else:
+        raise ValueError(f"data.name={name!r}: {cls_name} takes neither train= nor split=, so vant cannot ask it "
+                         f"for a train and a test split{wrap}")
+    try:  # a class that needs more than root, split and download (Kinetics' frames_per_clip, say)
+        inspect.signature(cls).bind(root="", **split_args[0], **({"download": False} if "download" in params else {}))
+    except TypeError as e:
+        raise ValueError(f"data.name={name!r}: {cls_name} needs more than root, {next(iter(split_args[0]))} and "
+                         f"download ({e}){wrap}") from None
+    return cls, split_args, "download" in params
+
+
+def _torchvision_split(cls: type, name: str, root: Path, download: bool | None, split: dict):
+    kwargs = dict(split, **({} if download is None else {"download": download}))
+    try:
+        return cls(root=str(root), **kwargs)
+    except RuntimeError as e:  # torchvision's "Dataset not found or corrupted. You can use download=True ..."
+        how = "" if download is None or download else "; pass data.download=true (CLI: --download) to fetch it"
+        raise DataNotFound(f"data.name={name!r} at {root} ({', '.join(f'{k}={v!r}' for k, v in split.items())}): "
+                           f"{_one_line(e)}{how}") from e
+
+
+def _what(obj) -> str:
+    if isinstance(obj, (tuple, list)):
+        return f"a {type(obj).__name__} of {len(obj)}"
+    return type(obj).__name__
+
+
+def _from_splits(name: str, result) -> dict:
+    """``(train, test)`` from a factory as the raw fields of :class:`ArrayData` (uint8 ``[N, C, H, W]``)."""
+    where = f"data.name={name!r}"
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise DataError(f"{where} returned {_what(result)}; expected {EXPECTED_SPLITS}")
+    (xtr, ytr), (xte, yte) = (_split_tensors(part, f"{where}: the {split} split")
+                              for split, part in zip(("train", "test"), result))
+    if xtr.shape[1] != xte.shape[1]:
+        raise DataError(f"{where}: the train images have {xtr.shape[1]} channel(s), the test images {xte.shape[1]}")
+    for split, y in (("train", ytr), ("test", yte)):
+        if len(y) and int(y.min()) < 0:
+            raise DataError(f"{where}: the {split} split has label {int(y.min())}; labels are class indices 0, 1, ...")
+    k = int(max(ytr.max(), yte.max())) + 1 if len(ytr) and len(yte) else 0
+    classes = getattr(result[0], "classes", None)  # torchvision's and many users' data sets name their classes
+    if isinstance(classes, (list, tuple)) and len(classes) >= k:
+        k = len(classes)
+    return dict(train_x=xtr, train_y=ytr, test_x=xte, test_y=yte, num_classes=k, mean=None, std=None,
+                augment=False, flip=False, test_split="test")
+
+
+def _split_tensors(part, where: str) -> tuple[Tensor, Tensor]:
+    """One split (a Dataset of (image, label) items, or an (images, labels) pair) as uint8 images and int64 labels."""
+    if isinstance(part, (tuple, list)) and len(part) == 2 and isinstance(part[0], (np.ndarray, Tensor)):
+        x = _as_tensor(part[0], f"{where}'s images")
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4:
+            raise DataError(f"{where}'s images have shape {list(x.shape)}; expected [N, C, H, W] or [N, H, W]")
+        _check_layout(x.shape[1:], f"{where}'s images")
+        x = _to_uint8(x, f"{where}'s images")
+        y = _labels(part[1], len(x), where)
+        return x, y
+    if isinstance(part, (str, bytes)) or not (hasattr(part, "__len__") and hasattr(part, "__getitem__")):
+        raise DataError(f"{where} is {_what(part)}; expected a torch.utils.data.Dataset of (image, label) items "
+                        "(indexable, with a length) or an (images, labels) array pair")
+    n = len(part)
+    if n == 0:
+        raise DataError(f"{where} is empty")
+    x = y = None
+    for i in range(n):
+        item = part[i]
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise DataError(f"{where}: item {i} is {_what(item)}; expected an (image, label) pair")
+        img = _item_image(item[0], f"{where}: item {i}")
+        if x is None:
+            x, y = torch.empty((n, *img.shape), dtype=torch.uint8), torch.empty(n, dtype=torch.int64)
+        elif img.shape != x.shape[1:]:
+            raise DataError(f"{where}: item {i} is a {'x'.join(map(str, img.shape))} image, item 0 a "
+                            f"{'x'.join(map(str, x.shape[1:]))} one; give images of one size (a transform in the "
+                            "data set can resize them)")
+        x[i] = img
+        y[i] = _label(item[1], f"{where}: item {i}")
+    return x, y
+
+
+def _as_tensor(a, where: str) -> Tensor:
+    if isinstance(a, Tensor):
+        return a.detach().cpu()
+    try:
+        return torch.from_numpy(np.ascontiguousarray(a))
+    except TypeError as e:  # an object array, say
+        raise DataError(f"{where}: an array of {a.dtype} cannot be read as numbers ({_one_line(e)})") from None
+
+
+def _check_layout(chw: tuple, where: str) -> None:
+    """Refuse what looks like H x W x C where C x H x W is expected (a common numpy layout)."""
+    if chw[-1] in (1, 3, 4) and chw[0] not in (1, 3, 4):
+        raise DataError(f"{where} look like H x W x C ({'x'.join(map(str, chw))}); give C x H x W "
+                        "(for a batch, e.g. images.permute(0, 3, 1, 2) or np.transpose(images, (0, 3, 1, 2)))")
+
+
+def _to_uint8(x: Tensor, where: str) -> Tensor:
+    """uint8 as it is; floats in [0, 1] and integers in 0..255 scaled to uint8 pixels."""
+    if x.dtype == torch.uint8:
+        return x.contiguous()
+    if x.dtype == torch.bool or x.is_complex():
+        raise DataError(f"{where} are {x.dtype}; expected uint8, or float in [0, 1]")
+    if x.numel() == 0:
+        return x.to(torch.uint8)
+    lo, hi = x.min().item(), x.max().item()
+    if x.is_floating_point():
+        if not (0.0 <= lo and hi <= 1.0):  # also refuses NaN
+            raise DataError(f"{where} are floats in [{lo:.4g}, {hi:.4g}]; expected [0, 1] (give the images "
+                            "unnormalised: vant normalises with the training set's mean and std)")
+        return x.float().mul(255).round_().to(torch.uint8)
+    if not (0 <= lo and hi <= 255):
+        raise DataError(f"{where} are {x.dtype} in [{lo}, {hi}]; expected uint8 pixels 0..255, or float in [0, 1]")
+    return x.to(torch.uint8)
+
+
+def _item_image(img, where: str) -> Tensor:
+    """One item's image as uint8 ``[C, H, W]``."""
+    if isinstance(img, (np.ndarray, Tensor)):
+        t = _as_tensor(img, f"{where}'s image")
+        if t.ndim == 2:
+            t = t[None]
+        if t.ndim != 3:
+            raise DataError(f"{where}'s image has shape {list(t.shape)}; expected C x H x W or H x W")
+        _check_layout(tuple(t.shape), f"{where}'s image")
+        return _to_uint8(t, f"{where}'s image")
+    if hasattr(img, "getbands") and hasattr(img, "convert"):  # a PIL image
+        if img.mode not in ("L", "RGB"):
+            img = img.convert("RGB")
+        a = np.asarray(img, dtype=np.uint8)
+        return torch.from_numpy(a[None].copy() if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1)))
+    raise DataError(f"{where}'s image is {_what(img)}; expected a C x H x W tensor or array, or a PIL image")
+
+
+def _label(v, where: str) -> int:
+    if isinstance(v, (Tensor, np.ndarray)):
+        if v.ndim != 0 and not (v.ndim == 1 and len(v) == 1):
+            raise DataError(f"{where}'s label has shape {list(v.shape)}; expected one integer class index")
+        v = v.reshape(()).item()
+    if isinstance(v, np.integer):
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise DataError(f"{where}'s label is {type(v).__name__} {v!r}; expected an integer class index")
+    return v
+
+
+def _labels(y, n: int, where: str) -> Tensor:
+    t = _as_tensor(y if isinstance(y, (np.ndarray, Tensor)) else np.asarray(y), f"{where}'s labels")
+    if t.ndim != 1 or len(t) != n:
+        raise DataError(f"{where}: the labels have shape {list(t.shape)}; expected [{n}] (one per image)")
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise DataError(f"{where}: the labels are {t.dtype}; expected integer class indices")
+    return t.to(torch.int64)
 
 
 # ----------------------------------------------------------------------------- batches on the device

@@ -4,14 +4,20 @@ outside with :func:`vant.inject_noise_`, so these are ordinary modules.
 The ResNets follow the authors' small-image form (spec 1.3): a 3x3 stride-1 stem conv with bias,
 BN, ReLU and the 3x3/s2 max-pool *kept* (32x32 inputs are 16x16 after the stem); each block calls
 one ReLU module at each of its ReLUs. LeNet-5 uses average pooling by default (the VANT code).
+
+Other models come by name: ``tv:<name>`` (torchvision), ``timm:<name>`` (timm, an optional extra)
+and ``package.module:function`` (a user's factory, called with the data's class and channel counts).
 """
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .factory import check_call, is_factory_name, load_factory, require
 
 
 @dataclass(frozen=True)
@@ -34,18 +40,55 @@ def register_model(name: str, input_size: int | None = None, description: str = 
     return deco
 
 
+def registered(name: str) -> bool:
+    """Whether ``name`` is one of the registry's own models (not tv:, timm: or a factory)."""
+    return name in _REGISTRY
+
+
 def list_models() -> list[str]:
-    """Registered names. Any torchvision classification model also works as ``tv:<name>``."""
+    """Registered names. Any torchvision classification model also works as ``tv:<name>``, any timm
+    model as ``timm:<name>`` and any factory function as ``package.module:function``."""
     return sorted(_REGISTRY)
 
 
+#: Constructor arguments vant sets from the data; model.kwargs may not give them (``in_chans``: timm's name).
+RESERVED_KWARGS = ("num_classes", "in_channels")
+
+
 def model_info(name: str) -> ModelInfo:
+    """What is known of a model name before it is built; an unknown name is a ValueError naming it."""
     if name.startswith("tv:"):
         _torchvision_builder(name[3:])  # validates the name
         return ModelInfo(name, lambda **kw: create_model(name, **kw), None, f"torchvision {name[3:]}")
+    if name.startswith("timm:"):
+        _timm_name(name)
+        return ModelInfo(name, lambda **kw: create_model(name, **kw), None, f"timm {name[5:]}")
+    if is_factory_name(name):
+        fn = load_factory(name, "model.name")
+        return ModelInfo(name, lambda **kw: create_model(name, **kw), None, f"factory {name}: {_first_doc_line(fn)}")
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {list_models()} or tv:<torchvision name>")
+        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}, tv:<torchvision name>, "
+                         "timm:<timm name> or package.module:function")
     return _REGISTRY[name]
+
+
+def check_model(name: str, kwargs: dict | None = None) -> ModelInfo:
+    """:func:`model_info`, and for a factory whether it takes ``(num_classes=, in_channels=, **kwargs)``;
+    all without building the model (what a run or a grid checks before anything is written)."""
+    info = model_info(name)
+    kwargs = dict(kwargs or {})
+    reserved = [k for k in RESERVED_KWARGS + (("in_chans",) if name.startswith("timm:") else ()) if k in kwargs]
+    if reserved:
+        raise ValueError(f"model.kwargs must not set {', '.join(reserved)}: vant sets the class and channel "
+                         "counts from the data")
+    if is_factory_name(name) and not name.startswith(("tv:", "timm:")):
+        check_call(load_factory(name, "model.name"), name, "model.name", num_classes=10, in_channels=3, **kwargs)
+    return info
+
+
+def _first_doc_line(fn) -> str:
+    doc = (getattr(fn, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else "a user factory"
 
 
 def _torchvision_builder(name: str):
@@ -57,8 +100,21 @@ def _torchvision_builder(name: str):
     return name
 
 
+def _timm_name(name: str):
+    """The timm module, once ``timm:<model>`` is known to name one of its models."""
+    timm = require("timm", "timm", f"model.name={name!r}")
+    model = name[5:]
+    if not timm.is_model(model):
+        close = difflib.get_close_matches(model, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else " (see timm.list_models())"
+        raise ValueError(f"unknown timm model {model!r}{hint}")
+    return timm
+
+
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs) -> nn.Module:
-    """Build a registered model, or a torchvision classification model by ``tv:<name>`` (untrained)."""
+    """Build a model, untrained: a registered name, ``tv:<name>`` (torchvision), ``timm:<name>`` (timm's
+    ``create_model(name, num_classes=, in_chans=, **kwargs)``) or ``package.module:function``, called as
+    ``function(num_classes=, in_channels=, **kwargs)``, which must return an ``nn.Module``."""
     if name.startswith("tv:"):
         import torchvision
 
@@ -66,6 +122,18 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
         if in_channels != 3:
             raise ValueError(f"torchvision model {tv_name!r} takes 3 input channels, the data have {in_channels}")
         return torchvision.models.get_model(tv_name, weights=None, num_classes=num_classes, **kwargs)
+    if name.startswith("timm:"):
+        timm = _timm_name(name)
+        # pretrained=False unless model.kwargs asks for timm's weights (timm then downloads them)
+        return timm.create_model(name[5:], **{"pretrained": False, **kwargs}, num_classes=num_classes,
+                                 in_chans=in_channels)
+    if is_factory_name(name):
+        fn = load_factory(name, "model.name")
+        check_call(fn, name, "model.name", num_classes=num_classes, in_channels=in_channels, **kwargs)
+        model = fn(num_classes=num_classes, in_channels=in_channels, **kwargs)
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model.name={name!r} returned {type(model).__name__}, not a torch.nn.Module")
+        return model
     return model_info(name).build(num_classes=num_classes, in_channels=in_channels, **kwargs)
 
 

@@ -32,7 +32,7 @@ import yaml
 from ..config import (ConfigError, RunConfig, from_dict, load_yaml, merge, parse_override, resolve, safe_component,
                       set_dotted, to_dict)
 from ..data import check_dataset_name
-from ..models import model_info
+from ..models import check_model
 from ..pipeline.runs import run_dir
 
 PRESETS = Path(__file__).parent / "presets"
@@ -217,7 +217,7 @@ def expand(spec: GridSpec) -> list[Job]:
             try:
                 cfg = resolve(from_dict(RunConfig, data))
                 check_dataset_name(cfg.data.name)
-                model_info(cfg.model.name)
+                check_model(cfg.model.name, cfg.model.kwargs)
             except (ConfigError, ValueError) as e:
                 raise ConfigError(f"{spec.name}: {where}point {point}: {e}") from None
             jobs.append(Job(vname, point, cfg))

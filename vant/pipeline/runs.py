@@ -39,7 +39,7 @@ from ..core.inject import inject_noise_
 from ..core.metrics import auc, mean_std_ci
 from ..core.samplers import make_sampler
 from ..data import ArrayData, DeviceBatches, check_dataset_name, load_dataset
-from ..models import create_model, model_info
+from ..models import check_model, create_model, model_info, registered
 from ..plots import accuracy_vs_sigma, training_curves
 from .evaluate import sweep
 from .store import CheckpointError, RunBusy, load_checkpoint, load_model_state, lock, read_csv, write_csv, write_text_atomic
@@ -63,7 +63,7 @@ def label(cfg: RunConfig) -> str:
         m += f"-w{q}a{q}" + (f"-s{cfg.model.quant_act_scale:g}" if cfg.model.quant_act_scale is not None else "")
     if t.optimizer == "sam":
         m += f"-{'asam' if t.sam_adaptive else 'sam'}{t.sam_rho:g}"
-    return f"{cfg.model.name.replace(':', '_')}-{cfg.data.name}-{m}"
+    return f"{cfg.model.name.replace(':', '_')}-{cfg.data.name.replace(':', '_')}-{m}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,11 +87,43 @@ def build_model(cfg: RunConfig, data: ArrayData) -> nn.Module:
         model = create_model(cfg.model.name, num_classes=data.num_classes, in_channels=data.channels, **cfg.model.kwargs)
     except TypeError as e:
         raise ValueError(f"model.kwargs: {e}") from None
+    if not registered(cfg.model.name):  # a model vant did not write: does it take this data and give logits?
+        probe_model(model, data, cfg.model.name)
     if cfg.model.quant_bits is not None:  # QAT: the same model with Brevitas layers, same site names
         from ..baselines.qat import quantize_
         quantize_(model, cfg.model.quant_bits, cfg.model.quant_act_scale)
     inject_noise_(model, cfg.noise.sites, cfg.noise.kind)
     return model
+
+
+def probe_model(model: nn.Module, data: ArrayData, name: str) -> None:
+    """One forward pass of (up to) two training images through the plain model, before anything is written.
+
+    A model that does not take the data's shape, or does not return logits ``[batch, classes]``, is
+    a one-line ConfigError here instead of a traceback in the first training step. Nothing changes:
+    eval mode (BatchNorm statistics untouched), no gradient, the RNG state restored.
+    """
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1) * 255
+    std = torch.tensor(data.std).view(1, -1, 1, 1) * 255
+    x = (data.train_x[:2].float() - mean) / std
+    shape = "[" + ", ".join(map(str, x.shape)) + "]"
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = model(x)
+    except Exception as e:  # any failure of a forward pass here means: this model does not fit this data
+        why = " ".join(str(e).split())[:300] or type(e).__name__
+        raise ConfigError(f"model.name={name!r} does not run on a {shape} batch of {data.name!r} "
+                          f"({type(e).__name__}: {why}); set data.image_size or model.kwargs to fit it "
+                          "(VANT_DEBUG=1 shows the traceback)") from e
+    finally:
+        model.train(was_training)
+    k = data.num_classes
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), k):
+        got = f"a tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model.name={name!r} returns {got} for a {shape} batch; vant needs logits of shape "
+                          f"[batch, {k}] ({k} classes in {data.name!r})")
 
 
 def make_batches(cfg: RunConfig, data: ArrayData, device: torch.device, train: bool) -> DeviceBatches:
@@ -241,7 +273,7 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
     if not resolved:
         cfg = resolve(cfg)
         check_dataset_name(cfg.data.name)
-        model_info(cfg.model.name)
+        check_model(cfg.model.name, cfg.model.kwargs)
     path = run_dir(cfg)
     run = Run(path)
     if run.trained and not _missing_rows(cfg, run.rows()):
@@ -264,6 +296,9 @@ def _train_and_sweep(cfg: RunConfig, run: Run, path: Path, data: ArrayData, mode
         if not (path / "config.yaml").is_file():
             meta = dict(_versions(), device=str(device), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         hash=config_hash(cfg), test_split=data.test_split)
+            if cfg.model.name.startswith("timm:"):  # timm's version decides what the name builds
+                import timm
+                meta["timm"] = str(timm.__version__)
             write_text_atomic(path / "config.yaml", yaml.safe_dump({"config": to_dict(cfg), "meta": meta}, sort_keys=False))
         ckpt = path / "checkpoint.pt"
         if not run.trained:
