@@ -74,6 +74,7 @@ def cmd_plot(args) -> int:
         curves.append(dict(label=s["run"], sigmas=s["eval"]["sigmas"], mean=s["eval"]["mean"], std=s["eval"]["std"]))
     out = accuracy_vs_sigma(curves, Path(args.output), title=args.title)
     print(out)
+    print(out.with_suffix(".csv"))  # the plotted values, written beside the figure
     return 0
 
 
