@@ -210,6 +210,17 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_collect(args) -> int:
+    from .experiments.collect import collect_table
+
+    path, rows, skipped = collect_table(args.source, args.output)
+    for why in skipped:
+        print(f"skipped {why}", file=sys.stderr)
+    runs = len({(r.get("variant"), r["run"]) for r in rows})
+    print(f"{path}: {len(rows)} rows ({runs} runs x sigma x repeat), {len(rows[0])} columns")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .scenarios.evaluate import compare_on_scenario, format_table
     from .scenarios.spec import load_scenario
@@ -306,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("grid_dir", help="grid directory (holds grid.yaml and results.csv)")
     rp.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
     rp.set_defaults(func=cmd_report)
+
+    co = sub.add_parser("collect", help="one long table (CSV or parquet) of a grid's or a directory's runs: "
+                        "a row per run x sigma x repeat, with the config, the seed and the summary metrics")
+    co.add_argument("source", help="grid directory, directory of runs, or one run directory")
+    co.add_argument("-o", "--output", help="table.csv or table.parquet (default <source>/table.csv)")
+    co.set_defaults(func=cmd_collect)
 
     ls = sub.add_parser("list", help="list models, data sets, grid presets, runs or bundled scenarios")
     ls.add_argument("what", choices=["models", "datasets", "presets", "runs", "scenarios"])
