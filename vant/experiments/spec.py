@@ -33,6 +33,7 @@ from ..config import (ConfigError, RunConfig, from_dict, load_yaml, merge, parse
                       set_dotted, to_dict)
 from ..data import check_dataset_name
 from ..models import check_model
+from ..pipeline.loggers import check_trackers
 from ..pipeline.runs import run_dir
 
 PRESETS = Path(__file__).parent / "presets"
@@ -218,6 +219,7 @@ def expand(spec: GridSpec) -> list[Job]:
                 cfg = resolve(from_dict(RunConfig, data))
                 check_dataset_name(cfg.data.name)
                 check_model(cfg.model.name, cfg.model.kwargs)
+                check_trackers(cfg)
             except (ConfigError, ValueError) as e:
                 raise ConfigError(f"{spec.name}: {where}point {point}: {e}") from None
             jobs.append(Job(vname, point, cfg))
