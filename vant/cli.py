@@ -188,9 +188,12 @@ def cmd_grid(args) -> int:
 
         print(format_estimate(estimate(spec, steps=args.estimate_steps, log=print)))
         return 0
+    slurm = dict(partition=args.slurm_partition, account=args.slurm_account, gpus=args.slurm_gpus, cpus=args.slurm_cpus,
+                 time=args.slurm_time, mem=args.slurm_mem, array_parallelism=args.slurm_array_parallelism,
+                 local=args.slurm_local or None)
     result = run_grid(spec, args.dir, executor=args.executor, workers=args.workers, address=args.address,
                       cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, threads=args.threads,
-                      progress=not args.quiet, report=not args.no_report)
+                      progress=not args.quiet, report=not args.no_report, slurm=slurm)
     print(f"table: {result.grid_dir / 'results.csv'}")
     if result.report:
         print("report: " + "  ".join(str(p) for p in result.report))
@@ -298,13 +301,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dir", help="grid directory (default <out_dir>/grids/<name>-<profile>)")
     g.add_argument("--out-dir", help="where the runs go (base.out_dir)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 (base.device)")
-    g.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or a Ray cluster")
+    g.add_argument("--executor", default="local", choices=["local", "ray", "slurm"],
+                   help="local processes, a Ray cluster, or SLURM jobs (through submitit)")
     g.add_argument("--workers", type=int, default=1, help="local: runs at once, each in its own process")
     g.add_argument("--threads", type=int, help="local --workers: CPU threads per run (default cores / workers)")
     g.add_argument("--address", help="ray: cluster address for ray.init (default: start a local instance)")
     g.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each run declares")
     g.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run declares (0.1 packs 10 per GPU; "
                    "default 1 if the cluster has GPUs, else 0)")
+    sl = g.add_argument_group("--executor slurm (over the spec's slurm: section; `pip install \"vant[slurm]\"`)")
+    sl.add_argument("--slurm-partition", help="partition the jobs go to (default: the cluster's)")
+    sl.add_argument("--slurm-account", help="account the jobs are billed to")
+    sl.add_argument("--slurm-gpus", type=int, help="GPUs per run (default 1, or 0 when the runs have device=cpu)")
+    sl.add_argument("--slurm-cpus", type=int, help="CPUs per run (default: the runs' cpu_threads)")
+    sl.add_argument("--slurm-time", help="time limit per job: minutes or H:MM:SS (default 4:00:00); a run it "
+                    "cuts is requeued and resumes from its checkpoint")
+    sl.add_argument("--slurm-mem", help="memory per run, e.g. 16G (default: the partition's)")
+    sl.add_argument("--slurm-array-parallelism", type=int, help="jobs running at once (default: all)")
+    sl.add_argument("--slurm-local", action="store_true", help="submitit's local executor: the same path on a "
+                    "machine without SLURM")
     g.add_argument("--dry-run", action="store_true", help="list the runs and which are done; run nothing")
     g.add_argument("--estimate", action="store_true", help="time a few training steps per model/data shape on "
                    "this device and estimate the grid's device-hours; run nothing")

@@ -11,6 +11,7 @@ A grid spec (the presets in ``vant/experiments/presets/`` are examples) is a map
       VANT: {train.method: vant, train.sigma: 0.5}
     scenario: drifting_fleet      # optional: variants may take their training noise from it
     report: {kind: curves | heatmap | table1 | bars | compare | scenario, ...}   # see vant.experiments.report
+    slurm: {partition: gpu, time: "8:00:00", mem: 16G}   # optional: --executor slurm's settings (vant.experiments.slurm)
     profiles:                     # partial specs merged over this one; `null` deletes a variant or grid key
       full: {}
       smoke: {base: {data: {name: digits}, train: {epochs: 2}}}
@@ -49,6 +50,7 @@ class GridSpec:
     variants: dict = field(default_factory=dict)  # name -> {dotted key: value, grid: {...}}
     scenario: str = ""  # scenario name or file that `from_scenario` variants and the scenario report use
     report: dict = field(default_factory=dict)  # {kind: ..., options}; see vant.experiments.report
+    slurm: dict = field(default_factory=dict)  # sbatch settings of --executor slurm; see vant.experiments.slurm
     profile: str = ""  # which profile was applied (set by load_spec)
 
 
