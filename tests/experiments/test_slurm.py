@@ -77,8 +77,8 @@ def test_what_cannot_run_fails_before_anything_is_written(tmp_path, monkeypatch,
     assert main(["grid", str(bad), "--dir", str(grid)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err == ["vant: error: --slurm-partition: needs --executor slurm",
-                   "vant: error: --executor slurm: there is no sbatch on this machine; run the grid on a SLURM login "
-                   "node, or try the same path here with --slurm-local",
+                   "vant: error: --executor slurm: there is no sbatch/srun on this machine; run the grid on a SLURM "
+                   "login node, or try the same path here with --slurm-local",
                    'vant: error: --executor slurm needs submitit: pip install "vant[slurm]"',
                    "vant: error: slurm.mem: 'lots' is not SLURM's memory form (an integer with K, M, G or T, e.g. 16G)"]
     assert not grid.exists() and not (tmp_path / "runs").exists()
@@ -173,3 +173,45 @@ def test_a_stopped_job_requeues_and_resumes_and_a_stopped_grid_cancels_its_jobs(
     assert [int(row[0]) for row in done] == list(range(1, 9)) and done[:len(stopped)] == stopped
     assert [row["status"] for row in table(grid)] == ["ok"]
     assert len((grid / "slurm" / "jobs.tsv").read_text().splitlines()) == 2  # the first job, and one for the rest
+
+
+def fake_slurm(tmp_path, monkeypatch, sbatch="exit 1"):
+    """sbatch and srun on PATH, as on a login node (submitit looks for srun before anything else)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("sbatch", sbatch), ("srun", "exit 1")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_the_sbatch_script_carries_the_settings(tmp_path, monkeypatch):
+    """What would reach SLURM: submitit's sbatch file for these settings (written here, not submitted)."""
+    pytest.importorskip("submitit")
+    fake_slurm(tmp_path, monkeypatch)
+    from vant.config import build_config, resolve
+    from vant.experiments.slurm import _executor
+
+    opts = slurm_options({"partition": "gpu", "account": "proj42", "gpus": 1, "cpus": 4, "mem": "16G", "time": "1:30:00",
+                          "setup": ["module load cuda/12"], "additional": {"constraint": "a100"},
+                          "array_parallelism": 2})
+    ex = _executor(opts, tmp_path / "slurm", "fig2", [resolve(build_config(None, ["device=cuda"]))])
+    ex.parameters["map_count"] = 5  # what submitit sets for a job array of 5 runs
+    text = ex._make_submission_file_text("python -m submitit.core._submit folder", "uid")
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=proj42", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G", "#SBATCH --time=90", "#SBATCH --job-name=vant-fig2",
+                 "#SBATCH --constraint=a100", "#SBATCH --signal=USR2@90", "#SBATCH --array=0-4%2", "module load cuda/12"):
+        assert line in text.splitlines(), (line, text)
+    assert ex.max_num_timeout == 10
+
+
+def test_a_refused_submission_is_one_line(tmp_path, monkeypatch, capsys):
+    """sbatch refusing the jobs (a partition that does not exist) ends the grid with its reason."""
+    pytest.importorskip("submitit")
+    fake_slurm(tmp_path, monkeypatch, "echo 'sbatch: error: invalid partition specified: nope' >&2\nexit 1")
+    spec = _spec(tmp_path)
+    assert main(["grid", str(spec), "--dir", str(tmp_path / "grid"), "-q", "--executor", "slurm",
+                 "--slurm-partition", "nope"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("vant:")]
+    assert err == ["vant: error: submitting to SLURM failed: sbatch: error: invalid partition specified: nope"]
+    assert [r["status"] for r in table(tmp_path / "grid")] == ["pending"]  # nothing ran; the same command retries

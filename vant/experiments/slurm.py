@@ -102,9 +102,9 @@ def check_available(opts: SlurmOptions) -> None:
     """submitit installed, and sbatch on this machine unless the local executor is asked for."""
     if importlib.util.find_spec("submitit") is None:
         raise ConfigError('--executor slurm needs submitit: pip install "vant[slurm]"')
-    if not opts.local and shutil.which("sbatch") is None:
-        raise ConfigError("--executor slurm: there is no sbatch on this machine; run the grid on a SLURM login node, "
-                          "or try the same path here with --slurm-local")
+    if not opts.local and (shutil.which("sbatch") is None or shutil.which("srun") is None):
+        raise ConfigError("--executor slurm: there is no sbatch/srun on this machine; run the grid on a SLURM login "
+                          "node, or try the same path here with --slurm-local")
 
 
 def resources(opts: SlurmOptions, cfgs: list[RunConfig]) -> tuple[int, int, int]:
