@@ -310,14 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run declares (0.1 packs 10 per GPU; "
                    "default 1 if the cluster has GPUs, else 0)")
     sl = g.add_argument_group("--executor slurm (over the spec's slurm: section; `pip install \"vant[slurm]\"`)")
-    sl.add_argument("--slurm-partition", help="partition the jobs go to (default: the cluster's)")
-    sl.add_argument("--slurm-account", help="account the jobs are billed to")
-    sl.add_argument("--slurm-gpus", type=int, help="GPUs per run (default 1, or 0 when the runs have device=cpu)")
-    sl.add_argument("--slurm-cpus", type=int, help="CPUs per run (default: the runs' cpu_threads)")
-    sl.add_argument("--slurm-time", help="time limit per job: minutes or H:MM:SS (default 4:00:00); a run it "
+    sl.add_argument("--slurm-partition", metavar="NAME", help="partition the jobs go to (default: the cluster's)")
+    sl.add_argument("--slurm-account", metavar="NAME", help="account the jobs are billed to")
+    sl.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per run (default 1, or 0 when the runs have device=cpu)")
+    sl.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per run (default: the runs' cpu_threads)")
+    sl.add_argument("--slurm-time", metavar="TIME", help="time limit per job: minutes or H:MM:SS (default 4:00:00); a run it "
                     "cuts is requeued and resumes from its checkpoint")
-    sl.add_argument("--slurm-mem", help="memory per run, e.g. 16G (default: the partition's)")
-    sl.add_argument("--slurm-array-parallelism", type=int, help="jobs running at once (default: all)")
+    sl.add_argument("--slurm-mem", metavar="MEM", help="memory per run, e.g. 16G (default: the partition's)")
+    sl.add_argument("--slurm-array-parallelism", type=int, metavar="N", help="jobs running at once (default: all)")
     sl.add_argument("--slurm-local", action="store_true", help="submitit's local executor: the same path on a "
                     "machine without SLURM")
     g.add_argument("--dry-run", action="store_true", help="list the runs and which are done; run nothing")

@@ -31,7 +31,7 @@ def table(grid_dir):
         return [{k: v for k, v in row.items() if k != "train_seconds"} for row in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("text, minutes", [(90, 90), ("90", 90), ("1:30", 1.5), ("2:00:00", 120), ("1-0", 1440),
+@pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30", 1.5), ("2:00:00", 120), ("1-0", 1440),
                                            ("1-2:30", 1590), ("0-0:0:30", 0.5), ("0:45", 0.75)])
 def test_slurm_time_forms(text, minutes):
     assert parse_time(text) == minutes
@@ -43,7 +43,8 @@ def test_slurm_time_forms(text, minutes):
     ({"mem": "16 GB"}, "slurm.mem: '16 GB' is not SLURM's memory form"),
     ({"gpus": -1}, "slurm.gpus must be >= 0"),
     ({"array_parallelism": 0}, "slurm.array_parallelism must be >= 1"),
-    ({"time": 1, "signal_delay": 60}, "slurm.signal_delay must lie in [0, the time limit of 60 s)"),
+    ({"time": "1", "signal_delay": 60}, "slurm.signal_delay must lie in [0, the time limit of 60 s)"),
+    ({"time": 28800}, "slurm.time: write the time limit as a quoted string"),  # what YAML makes of 8:00:00
     ({"partition": "gpu large"}, "slurm.partition must be a name without spaces"),
     ({"partiton": "gpu"}, "unknown config key 'slurm.partiton'"),
 ])

@@ -47,7 +47,7 @@ class SlurmOptions:
     gpus: Union[int, None] = None  # GPUs per run; null = 1, or 0 when every run has device: cpu (--slurm-local: 0)
     cpus: Union[int, None] = None  # CPUs per run; null = the largest cpu_threads of the runs
     mem: Union[str, None] = None  # memory per run in SLURM's form (16G, 8000M); null = the partition's default
-    time: Union[int, str] = "4:00:00"  # limit per job: minutes, or SLURM's H:MM:SS, D-HH:MM...; a cut run requeues
+    time: str = "4:00:00"  # limit per job, quoted: "90" (minutes), "H:MM:SS", "D-HH:MM"...; a cut run requeues
     array_parallelism: Union[int, None] = None  # jobs running at once; null = all of them (--slurm-local: cores / cpus)
     requeue: int = 10  # times a job may be requeued after its time limit (a preemption does not count)
     signal_delay: int = 90  # seconds before the limit at which a job checkpoints and requeues itself
@@ -56,11 +56,13 @@ class SlurmOptions:
     local: bool = False  # submitit's local executor: the same path on a machine without SLURM
 
 
-def parse_time(value: Union[int, str], key: str = "slurm.time") -> float:
-    """A SLURM time limit in minutes: ``90``, ``"MM:SS"``, ``"H:MM:SS"``, ``"D-H"``, ``"D-H:MM"``, ``"D-H:MM:SS"``."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ConfigError(f"{key}: expected minutes or SLURM's H:MM:SS, got {value!r}")
-    m = SLURM_TIME.fullmatch(str(value).strip())
+def parse_time(value: str, key: str = "slurm.time") -> float:
+    """A SLURM time limit in minutes: ``"90"``, ``"MM:SS"``, ``"H:MM:SS"``, ``"D-H"``, ``"D-H:MM"``, ``"D-H:MM:SS"``."""
+    if not isinstance(value, str):
+        # YAML 1.1 reads an unquoted 8:00:00 as the number 28800 (base 60): never guess what a number meant
+        raise ConfigError(f"{key}: write the time limit as a quoted string (\"90\" minutes, \"8:00:00\"); got the "
+                          f"number {value!r} (YAML reads an unquoted 8:00:00 as 28800)")
+    m = SLURM_TIME.fullmatch(value.strip())
     if m is None:
         raise ConfigError(f"{key}: {value!r} is not a SLURM time (minutes, MM:SS, H:MM:SS, D-H, D-H:MM or D-H:MM:SS)")
     d, a, b, c = (int(x) if x is not None else None for x in m.group("d", "a", "b", "c"))
@@ -77,6 +79,8 @@ def slurm_options(section: dict | None, overrides: dict | None = None) -> SlurmO
     """The grid spec's ``slurm:`` section with the command line's settings over it, checked."""
     data = dict(section or {})
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if "time" in data:
+        parse_time(data["time"])  # its own message before the type check's
     opts = from_dict(SlurmOptions, data, "slurm")
     limit = parse_time(opts.time) * 60
     for key in ("gpus", "cpus", "array_parallelism"):
