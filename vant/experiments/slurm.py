@@ -125,7 +125,8 @@ def describe(opts: SlurmOptions, cfgs: list[RunConfig]) -> str:
     gpus, cpus, at_once = resources(opts, cfgs)
     where = "submitit's local executor (no SLURM)" if opts.local else \
         f"SLURM jobs (partition {opts.partition or 'default'})"
-    return f"{where}, {gpus} GPU and {cpus} CPUs per run, {at_once} at once, {opts.time} each"
+    return (f"{where}, {gpus} GPU{'' if gpus == 1 else 's'} and {cpus} CPU{'' if cpus == 1 else 's'} per run, "
+            f"{at_once} at once, {opts.time} each")
 
 
 class RunJob:
