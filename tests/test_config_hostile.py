@@ -36,6 +36,7 @@ def test_valid_configs_resolve_and_hash_as_before(overrides, run_hash, digest):
     assert config_hash(r) == run_hash
     resolved = to_dict(r)
     assert resolved.pop("cpu_threads") == 2  # added after these were pinned; not part of the run's identity
+    assert resolved.pop("log") == {"tensorboard": False, "mlflow": None, "experiment": "vant"}  # trackers, likewise
     assert hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16] == digest
 
 

@@ -74,6 +74,7 @@ def cmd_plot(args) -> int:
         curves.append(dict(label=s["run"], sigmas=s["eval"]["sigmas"], mean=s["eval"]["mean"], std=s["eval"]["std"]))
     out = accuracy_vs_sigma(curves, Path(args.output), title=args.title)
     print(out)
+    print(out.with_suffix(".csv"))  # the plotted values, written beside the figure
     return 0
 
 
@@ -187,9 +188,12 @@ def cmd_grid(args) -> int:
 
         print(format_estimate(estimate(spec, steps=args.estimate_steps, log=print)))
         return 0
+    slurm = dict(partition=args.slurm_partition, account=args.slurm_account, gpus=args.slurm_gpus, cpus=args.slurm_cpus,
+                 time=args.slurm_time, mem=args.slurm_mem, array_parallelism=args.slurm_array_parallelism,
+                 local=args.slurm_local or None)
     result = run_grid(spec, args.dir, executor=args.executor, workers=args.workers, address=args.address,
                       cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, threads=args.threads,
-                      progress=not args.quiet, report=not args.no_report)
+                      progress=not args.quiet, report=not args.no_report, slurm=slurm)
     print(f"table: {result.grid_dir / 'results.csv'}")
     if result.report:
         print("report: " + "  ".join(str(p) for p in result.report))
@@ -206,6 +210,17 @@ def cmd_report(args) -> int:
     if md is not None and not args.quiet:
         print(md.read_text())
     print("report: " + "  ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from .experiments.collect import collect_table
+
+    path, rows, skipped = collect_table(args.source, args.output)
+    for why in skipped:
+        print(f"skipped {why}", file=sys.stderr)
+    runs = len({(r.get("variant"), r["run"]) for r in rows})
+    print(f"{path}: {len(rows)} rows ({runs} runs x sigma x repeat), {len(rows[0])} columns")
     return 0
 
 
@@ -286,13 +301,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dir", help="grid directory (default <out_dir>/grids/<name>-<profile>)")
     g.add_argument("--out-dir", help="where the runs go (base.out_dir)")
     g.add_argument("--device", help="cpu, cuda, cuda:1 (base.device)")
-    g.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes or a Ray cluster")
+    g.add_argument("--executor", default="local", choices=["local", "ray", "slurm"],
+                   help="local processes, a Ray cluster, or SLURM jobs (through submitit)")
     g.add_argument("--workers", type=int, default=1, help="local: runs at once, each in its own process")
     g.add_argument("--threads", type=int, help="local --workers: CPU threads per run (default cores / workers)")
     g.add_argument("--address", help="ray: cluster address for ray.init (default: start a local instance)")
     g.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs each run declares")
     g.add_argument("--gpus-per-run", type=float, help="ray: GPUs each run declares (0.1 packs 10 per GPU; "
                    "default 1 if the cluster has GPUs, else 0)")
+    sl = g.add_argument_group("--executor slurm (over the spec's slurm: section; `pip install \"vant[slurm]\"`)")
+    sl.add_argument("--slurm-partition", metavar="NAME", help="partition the jobs go to (default: the cluster's)")
+    sl.add_argument("--slurm-account", metavar="NAME", help="account the jobs are billed to")
+    sl.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per run (default 1, or 0 when the runs have device=cpu)")
+    sl.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per run (default: the runs' cpu_threads)")
+    sl.add_argument("--slurm-time", metavar="TIME", help="time limit per job: minutes or H:MM:SS (default 4:00:00); a run it "
+                    "cuts is requeued and resumes from its checkpoint")
+    sl.add_argument("--slurm-mem", metavar="MEM", help="memory per run, e.g. 16G (default: the partition's)")
+    sl.add_argument("--slurm-array-parallelism", type=int, metavar="N", help="jobs running at once (default: all)")
+    sl.add_argument("--slurm-local", action="store_true", help="submitit's local executor: the same path on a "
+                    "machine without SLURM")
     g.add_argument("--dry-run", action="store_true", help="list the runs and which are done; run nothing")
     g.add_argument("--estimate", action="store_true", help="time a few training steps per model/data shape on "
                    "this device and estimate the grid's device-hours; run nothing")
@@ -305,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("grid_dir", help="grid directory (holds grid.yaml and results.csv)")
     rp.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
     rp.set_defaults(func=cmd_report)
+
+    co = sub.add_parser("collect", help="one long table (CSV or parquet) of a grid's or a directory's runs: "
+                        "a row per run x sigma x repeat, with the config, the seed and the summary metrics")
+    co.add_argument("source", help="grid directory, directory of runs, or one run directory")
+    co.add_argument("-o", "--output", help="table.csv or table.parquet (default <source>/table.csv)")
+    co.set_defaults(func=cmd_collect)
 
     ls = sub.add_parser("list", help="list models, data sets, grid presets, runs or bundled scenarios")
     ls.add_argument("what", choices=["models", "datasets", "presets", "runs", "scenarios"])

@@ -104,6 +104,15 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    """Experiment trackers, off by default; they record a run, they do not change it (not hashed)."""
+
+    tensorboard: bool = False  # event files in <run>/tensorboard (pip install "vant[tensorboard]")
+    mlflow: Union[str, None] = None  # MLflow tracking URI (http://host:5000, sqlite:///mlflow.db, file:/abs/mlruns); null = off
+    experiment: str = "vant"  # MLflow experiment the runs are logged to
+
+
+@dataclass
 class RunConfig:
     name: str = ""  # label for the run directory (not part of the hash)
     data: DataConfig = field(default_factory=DataConfig)
@@ -116,11 +125,13 @@ class RunConfig:
     # CPU threads of the run's math on the CPU, fixed so that its numbers do not depend on the machine
     # (oneDNN's weight gradients change with the thread count); null = torch's default, and then they do
     cpu_threads: Union[int, None] = 2
+    log: LogConfig = field(default_factory=LogConfig)  # trackers (TensorBoard, MLflow); not part of the hash
 
 
 #: Keys that change where, how fast or how a run is *evaluated*, never the trained model: excluded
 #: from the run's hash. Evaluation rows are cached per (sigma, repeat, seed) inside the run.
-NON_SEMANTIC = ("name", "out_dir", "device", "cpu_threads", "eval", "data.root", "data.download", "train.test_every")
+NON_SEMANTIC = ("name", "out_dir", "device", "cpu_threads", "eval", "data.root", "data.download", "train.test_every",
+                "log")
 
 
 # ----------------------------------------------------------------------------- typed (de)serialisation
@@ -332,7 +343,17 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"eval.sigmas must hold at least 2 values (the AUC needs two points), got {sig}")
     cfg.eval.sigmas = [float(s) for s in sig]
     _check_out_dir(cfg.out_dir)
+    _check_log(cfg.log)
     return cfg
+
+
+def _check_log(log: LogConfig) -> None:
+    """The trackers' settings, by form (whether their packages are installed is checked where a run starts)."""
+    if log.mlflow is not None and (not log.mlflow.strip() or any(ord(c) < 32 for c in log.mlflow)):
+        raise ConfigError(f"log.mlflow must be a tracking URI (e.g. http://host:5000 or sqlite:///mlflow.db) or "
+                          f"null, got {log.mlflow!r}")
+    if not log.experiment.strip() or any(ord(c) < 32 for c in log.experiment):
+        raise ConfigError(f"log.experiment must be a non-empty name, got {log.experiment!r}")
 
 
 def _check_number(key: str, value: Any) -> None:

@@ -3,10 +3,17 @@
 Built with matplotlib's object API (``matplotlib.figure.Figure``), never pyplot: functions return
 the ``Figure`` and save it where asked, and importing vant leaves matplotlib's backend and pyplot's
 figure list as the user set them (a notebook's figures do not change).
+
+Every figure is saved with the values it plots: :func:`save_figure` takes them as rows and writes
+them to the CSV of the same stem beside the image (``report.png`` -> ``report.csv``), so a figure
+can be redrawn, restyled or checked without vant.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+import math
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -17,12 +24,54 @@ def new_figure(figsize=(6.4, 4.2), dpi: int = 120, **kwargs) -> Figure:
     return Figure(figsize=figsize, dpi=dpi, **kwargs)
 
 
-def save_figure(fig: Figure, path: Path, **kwargs) -> Path:
-    """Save ``fig`` to ``path`` (the format from its suffix), creating the folder."""
+def save_figure(fig: Figure, path: Path, data: Sequence[Mapping], **kwargs) -> Path:
+    """Save ``fig`` to ``path`` (the format from its suffix), creating the folder, and ``data``, one
+    mapping per plotted value, to :func:`data_path` beside it (columns in order of first use)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_rows(data_path(path), data)
     fig.savefig(path, **kwargs)
     return path
+
+
+def data_path(figure: Path) -> Path:
+    """Where the values of ``figure`` are: the same stem, ``.csv``."""
+    return Path(figure).with_suffix(".csv")
+
+
+def _cell(v):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "" if v is None or math.isnan(v) else v  # +-inf is kept: it was plotted as such
+    return v
+
+
+def write_rows(path: Path, rows: Sequence[Mapping]) -> Path:
+    """``rows`` as a CSV (written to a temporary file, then moved into place); None and NaN are empty."""
+    fields: dict[str, None] = {}
+    for r in rows:
+        fields.update(dict.fromkeys(r))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields))
+        w.writeheader()
+        w.writerows({k: _cell(v) for k, v in r.items()} for r in rows)
+    os.replace(tmp, path)
+    return path
+
+
+def curve_rows(curves: Sequence[dict], upper_bound: dict | None = None, **extra) -> list[dict]:
+    """The values :func:`draw_curves` plots, one row per point: series, sigma, mean accuracy and std
+    (the band is mean +- std), the upper bound as one more series; ``extra`` columns go first."""
+    rows = []
+    for c in curves:
+        std = c.get("std")
+        for k, (s, m) in enumerate(zip(c["sigmas"], c["mean"])):
+            rows.append(dict(extra, series=c["label"], sigma=s, accuracy=m, std=None if std is None else std[k]))
+    if upper_bound is not None:
+        label = upper_bound.get("label", "upper bound (NT, matched)")
+        rows += [dict(extra, series=label, sigma=s, accuracy=m, std=None)
+                 for s, m in zip(upper_bound["sigmas"], upper_bound["mean"])]
+    return rows
 
 
 def accuracy_vs_sigma(curves: Sequence[dict], path: Path, title: str = "", upper_bound: dict | None = None,
@@ -31,7 +80,7 @@ def accuracy_vs_sigma(curves: Sequence[dict], path: Path, title: str = "", upper
     fig = new_figure(figsize=(6.4, 4.2))
     draw_curves(fig.subplots(), curves, title, upper_bound, mark)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, curve_rows(curves, upper_bound))
 
 
 def draw_curves(ax, curves: Sequence[dict], title: str = "", upper_bound: dict | None = None,
@@ -71,4 +120,6 @@ def training_curves(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
+    values = [dict(epoch=r["epoch"], train_loss=r["train_loss"], train_acc=r["train_acc"],
+                   test_acc=r["test_acc"] if r.get("test_acc") == r.get("test_acc") else None) for r in rows]
+    return save_figure(fig, path, values)

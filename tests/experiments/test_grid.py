@@ -260,7 +260,7 @@ def test_every_preset_smoke_profile_end_to_end(smoke):
     out, results = smoke
     for name, res in results.items():
         assert not res.failures, (name, res.failures)
-        assert {p.name for p in res.report} == {"report.png", "report.md"}
+        assert {p.name for p in res.report} == {"report.png", "report.csv", "report.md"}
         assert all(p.stat().st_size > 0 for p in res.report)
     md = {p: (results[p].grid_dir / "report.md").read_text() for p in PRESETS}
     assert all(f"| NT σ_train={s} | nt | {s} |" in md["fig2"] for s in ("0.1", "0.3"))

@@ -2,7 +2,8 @@
 
 - ``local``: one run after another in this process;
 - ``processes``: N runs at once, each in its own (spawned) process, dying with the grid process;
-- ``ray``: every run a Ray task declaring CPUs and GPUs, on a local instance or a cluster.
+- ``ray``: every run a Ray task declaring CPUs and GPUs, on a local instance or a cluster;
+- ``slurm``: every run a SLURM job through submitit (:mod:`vant.experiments.slurm`).
 
 A failing run is a result (``status="failed"`` with its error), never an exception of the grid.
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 from ..config import ConfigError, RunConfig
 from ..pipeline.runs import execute, summary_of
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "slurm")
 
 
 def _first_line(e: BaseException) -> str:
@@ -103,9 +105,15 @@ def _ray(cfgs: list[RunConfig], on_done: Done, address: str | None, cpus: float,
 
 def run_all(cfgs: list[RunConfig], on_done: Done, executor: str = "local", workers: int = 1, address: str | None = None,
             cpus_per_run: float = 1.0, gpus_per_run: float | None = None, threads: int | None = None,
-            progress: bool = False) -> None:
-    """Run every config on the chosen executor; ``on_done(i, result)`` in this process as each ends."""
-    if executor == "ray":
+            progress: bool = False, slurm=None, folder: Path | None = None, name: str = "grid", log=print) -> None:
+    """Run every config on the chosen executor; ``on_done(i, result)`` in this process as each ends.
+    ``slurm`` (:class:`~vant.experiments.slurm.SlurmOptions`), ``folder`` (submitit's) and ``name``
+    are the SLURM executor's."""
+    if executor == "slurm":
+        from .slurm import SlurmOptions, run_slurm
+
+        run_slurm(run_job, cfgs, on_done, slurm or SlurmOptions(), Path(folder or "slurm"), name, log)
+    elif executor == "ray":
         _ray(cfgs, on_done, address, cpus_per_run, gpus_per_run)
     elif workers > 1:
         _processes(cfgs, on_done, workers, threads)
@@ -113,6 +121,10 @@ def run_all(cfgs: list[RunConfig], on_done: Done, executor: str = "local", worke
         _local(cfgs, on_done, progress)
 
 
-def describe(executor: str, workers: int, address: str | None) -> str:
+def describe(executor: str, workers: int, address: str | None, slurm=None, cfgs: list[RunConfig] | None = None) -> str:
+    if executor == "slurm":
+        from .slurm import SlurmOptions, describe as slurm_describe
+
+        return slurm_describe(slurm or SlurmOptions(), cfgs or [])
     return (f"ray ({address or 'local instance'})" if executor == "ray"
             else f"{workers} local processes" if workers > 1 else "this process")

@@ -21,6 +21,7 @@ from ..pipeline.runs import Run, is_done, summary_of
 from ..pipeline.store import lock, write_text_atomic
 from . import executors
 from .report import check_report, make_report
+from .slurm import check_available, slurm_options
 from .spec import GridSpec, Job, expand, spec_dict
 from .table import _cell, grid_keys, job_row, read_results, write_results
 
@@ -49,12 +50,20 @@ class GridResult:
 
 def run_grid(spec: GridSpec, grid_dir: str | Path | None = None, executor: str = "local", workers: int = 1,
              address: str | None = None, cpus_per_run: float = 1.0, gpus_per_run: float | None = None,
-             threads: int | None = None, progress: bool = True, report: bool = True, log=print) -> GridResult:
-    """Run every unfinished point of ``spec``, keep ``results.csv`` current, then draw the report."""
+             threads: int | None = None, progress: bool = True, report: bool = True, log=print,
+             slurm: dict | None = None) -> GridResult:
+    """Run every unfinished point of ``spec``, keep ``results.csv`` current, then draw the report.
+    ``slurm``: settings of ``--executor slurm`` over the spec's ``slurm:`` section (``--slurm-*``)."""
     if executor not in executors.EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(executors.EXECUTORS)}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    given = {k: v for k, v in (slurm or {}).items() if v is not None and v is not False}
+    if given and executor != "slurm":
+        raise ConfigError(f"{', '.join('--slurm-' + k.replace('_', '-') for k in given)}: needs --executor slurm")
+    slurm_opts = slurm_options(spec.slurm, slurm)  # the spec's section is checked whatever the executor
+    if executor == "slurm":
+        check_available(slurm_opts)
     jobs = expand(spec)  # every point, and the report, checked before anything is written
     if report:
         check_report(spec)
@@ -64,11 +73,11 @@ def run_grid(spec: GridSpec, grid_dir: str | Path | None = None, executor: str =
     grid_dir.mkdir(parents=True, exist_ok=True)
     with lock(grid_dir, "grid"):  # one process per grid directory: two would race on results.csv
         return _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gpus_per_run, threads,
-                         progress, report, log)
+                         progress, report, log, slurm_opts)
 
 
 def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gpus_per_run, threads, progress,
-              report, log) -> GridResult:
+              report, log, slurm_opts=None) -> GridResult:
     write_text_atomic(grid_dir / "grid.yaml", yaml.safe_dump(spec_dict(spec), sort_keys=False, allow_unicode=True))
     keys = grid_keys(jobs)
     rows = [job_row(j, grid_dir, keys=keys) for j in jobs]
@@ -85,7 +94,8 @@ def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gp
         else:
             todo.append(path)
     write_results(grid_dir, rows, keys)
-    where = executors.describe(executor, workers, address)
+    cfgs = [jobs[by_run[p][0]].config for p in todo]
+    where = executors.describe(executor, workers, address, slurm_opts, cfgs)
     log(f"grid {spec.name}{f' ({spec.profile})' if spec.profile else ''}: {len(jobs)} points, {len(by_run)} runs, "
         f"{len(by_run) - len(todo)} done, {len(todo)} to run in {where}; table: {grid_dir / 'results.csv'}")
     if spec.cost and todo:
@@ -108,9 +118,9 @@ def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gp
         log(f"[{done[0]}/{len(todo)}] {result['status']:6s} {_describe(jobs[by_run[path][0]])}  {what}  "
             f"({time.perf_counter() - tic:.0f} s since the grid started)")
 
-    cfgs = [jobs[by_run[p][0]].config for p in todo]
     if cfgs:
-        executors.run_all(cfgs, on_done, executor, workers, address, cpus_per_run, gpus_per_run, threads, progress)
+        executors.run_all(cfgs, on_done, executor, workers, address, cpus_per_run, gpus_per_run, threads, progress,
+                          slurm=slurm_opts, folder=grid_dir / "slurm", name=spec.name, log=log)
     rows = read_results(grid_dir)
     failures = [r for r in rows if r["status"] != "ok"]
     result = GridResult(grid_dir, rows, failures)

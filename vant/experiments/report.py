@@ -25,7 +25,7 @@ from matplotlib.patches import Rectangle
 
 from ..config import ConfigError, from_dict
 from ..core.metrics import auc, envelope
-from ..plots import draw_curves, new_figure, save_figure
+from ..plots import curve_rows, data_path, draw_curves, new_figure, save_figure
 from ..tables import fmt as _fmt
 from ..tables import markdown
 from .spec import GridSpec
@@ -90,8 +90,9 @@ def _title(spec) -> str:
     return textwrap.fill(spec.description or spec.name, 110)
 
 
-def _save(fig, path: Path) -> Path:
-    return save_figure(fig, path, bbox_inches="tight")
+def _save(fig, path: Path, data: Sequence[dict]) -> Path:
+    """The report's figure and, beside it (same stem, .csv), the values it plots."""
+    return save_figure(fig, path, data, bbox_inches="tight")
 
 
 # ----------------------------------------------------------------------------- report kinds
@@ -147,6 +148,7 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
     n = len(panels)
     fig = new_figure(figsize=(6.6 * n, 4.6), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)
+    plotted = []
     for ax, (title, names) in zip(axes[0], panels.items()):
         prow = [r for r in ok if r["variant"] in names]
         curves = []
@@ -173,10 +175,11 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
                     ub = dict(sigmas=sig, mean=bound, label="upper bound (NT, matched)")
         marks = {_num(r["train.sigma"]) for r in prow if r["train.method"] != "clean"}
         draw_curves(ax, curves, title, ub, marks.pop() if len(marks) == 1 else None)
+        plotted += curve_rows(curves, ub, **({"panel": title} if n > 1 else {}))
         if len(curves) > 6:  # many curves: the legend goes beside the axes, not over the curves
             ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle(_title(spec), fontsize=10)
-    png = _save(fig, out / "report.png")
+    png = _save(fig, out / "report.png", plotted)
 
     lines = _header(spec, rows)
     labelled = {}
@@ -207,7 +210,7 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
         lines += ["", "## Accuracy [%] at each inference σ", "", markdown(["run"] + [_value(s) for s in sig], body)]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
-    return [png, md]
+    return [png, data_path(png), md]
 
 
 def _axis_values(rows: Sequence[dict], key: str) -> list:
@@ -244,6 +247,7 @@ def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
     fig = new_figure(figsize=(w * n, h), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)
     small = len(xs) * len(ys) > 60
+    plotted = []
     for ax, metric in zip(axes[0], opts.metrics):
         grid = np.full((len(ys), len(xs)), np.nan)
         for (x, y), r in at.items():
@@ -258,6 +262,11 @@ def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
                 v = 0.0 if metric == "pa" else r.get(metric)
                 if _finite(v):
                     full[0, xs.index(x)] = v
+        for i, y in enumerate((["NT"] if opts.nt_row else []) + ys):
+            for j, x in enumerate(xs):  # a grey (missing) cell is a row with an empty value
+                v = full[i, j]
+                plotted.append({"metric": metric, opts.y: y, opts.x: x, "value": float(v) if np.isfinite(v) else None,
+                                "selected": (x, y) in chosen_keys})
         finite = full[np.isfinite(full)]
         if metric == "pa":
             m = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
@@ -287,7 +296,7 @@ def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     fig.suptitle(_title(spec) + f"\nred frame: the selected setting (PA ≥ −{opts.tolerance:g} pp, then the highest rAUC)",
                  fontsize=10)
-    png = _save(fig, out / "report.png")
+    png = _save(fig, out / "report.png", plotted)
 
     lines = _header(spec, rows)
     lines += [f"Selection (spec 3.4): PA ≥ −{opts.tolerance:g} pp, then the highest rAUC"
@@ -317,7 +326,7 @@ def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
                   markdown([f"{_short(opts.y)} \\ {_short(opts.x)}"] + [_value(x) for x in xs], body)]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
-    return [png, md]
+    return [png, data_path(png), md]
 
 
 def table1(rows: Sequence[dict], variant: str = "VANT", by: str = "train.sigma", tolerance: float = 0.5) -> list[dict]:
@@ -382,13 +391,15 @@ def _table1(spec, rows, out: Path, opts: Table1Report) -> list[Path]:
     a2.set_xlabel(_short(opts.by)); a2.set_ylabel("preserved accuracy [pp]"); a2.grid(alpha=0.3, axis="y")
     a2.legend(fontsize=8); a2.set_title("(b) PA of the selected setting", fontsize=10)
     fig.suptitle(_title(spec), fontsize=10)
-    png = _save(fig, out / "report.png")
+    plotted = [{opts.by: x, "nt_rauc": n, "vant_rauc": v, "vant_theta": c["selected"]["train.theta"] if c["selected"] else None,
+                "pa": p} for x, n, v, p, c in zip(xs, nt, va, pa, cols)]
+    png = _save(fig, out / "report.png", plotted)
     lines = _header(spec, rows)
     lines += [f"Two-step selection (spec 3.4): keep (α, θ) with PA ≥ −{opts.tolerance:g} pp, then the highest rAUC. "
               "The PA shown is the raw value.", "", format_table1(cols, opts.by)]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
-    return [png, md]
+    return [png, data_path(png), md]
 
 
 def _bars(spec, rows, out: Path, opts: BarsReport) -> list[Path]:
@@ -410,6 +421,7 @@ def _bars(spec, rows, out: Path, opts: BarsReport) -> list[Path]:
     a1, a2 = fig.subplots(2, 1, sharex=True)
     width = 0.8 / max(1, len(groups))
     pos = np.arange(len(xs))
+    plotted = []
     for gi, g in enumerate(groups):
         off = pos - 0.4 + width * (gi + 0.5)
         va = [table.get((g, x), {}).get("vant") for x in xs]
@@ -421,6 +433,7 @@ def _bars(spec, rows, out: Path, opts: BarsReport) -> list[Path]:
         a1.plot(off, f(nt), "o", color=color, mec="black", ms=5)
         a1.plot(off, f(va), "*", color=color, mec="black", ms=10)
         a2.bar(off, f(pa), width=width, color=color, label=g)
+        plotted += [{"group": g, opts.x: x, "vant_rauc": v, "nt_rauc": t, "pa": p} for x, v, t, p in zip(xs, va, nt, pa)]
     a1.plot([], [], "o", color="grey", mec="black", label="NT (dot)")
     a1.plot([], [], "*", color="grey", mec="black", ms=10, label="VANT (star)")
     for ax in (a1, a2):
@@ -433,7 +446,7 @@ def _bars(spec, rows, out: Path, opts: BarsReport) -> list[Path]:
     a2.set_ylabel("preserved accuracy [pp]"); a2.set_title("(b) preserved accuracy", fontsize=10)
     a2.legend(fontsize=7)
     fig.suptitle(_title(spec), fontsize=10)
-    png = _save(fig, out / "report.png")
+    png = _save(fig, out / "report.png", plotted)
     lines = _header(spec, rows)
     body = []
     for g in groups:
@@ -447,7 +460,7 @@ def _bars(spec, rows, out: Path, opts: BarsReport) -> list[Path]:
                            "gain [pp]", "PA [pp]"], body))
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
-    return [png, md]
+    return [png, data_path(png), md]
 
 
 @dataclass
@@ -503,14 +516,15 @@ def _compare(spec, rows, out: Path, opts: CompareReport) -> list[Path]:
         curves.append(dict(label=t["model"], sigmas=sig, mean=acc, std=std))
     fig = new_figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
-    draw_curves(ax, curves, _title(spec), dict(sigmas=result["grid"], mean=result["upper_bound"]), result["sigma_train"])
+    ub = dict(sigmas=result["grid"], mean=result["upper_bound"])
+    draw_curves(ax, curves, _title(spec), ub, result["sigma_train"])
     fig.tight_layout()
-    png = _save(fig, out / "report.png")
+    png = _save(fig, out / "report.png", curve_rows(curves, ub))
     lines = _header(spec, rows) + [f"Variants: {names}. VANT: α={_value(result['alpha'])}, θ={_value(result['theta'])}.",
                                    "", text]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
-    return [png, md]
+    return [png, data_path(png), md]
 
 
 @dataclass
@@ -553,7 +567,7 @@ def _scenario(spec, rows, out: Path, opts: ScenarioReport, progress: bool = True
     lines = _header(spec, rows) + [scn.describe(), "", format_table(result["rows"])]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
-    return [png, md]
+    return [png, data_path(png), md]
 
 
 REPORTS = {"curves": (CurvesReport, _curves), "heatmap": (HeatmapReport, _heatmap),

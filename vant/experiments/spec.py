@@ -11,6 +11,7 @@ A grid spec (the presets in ``vant/experiments/presets/`` are examples) is a map
       VANT: {train.method: vant, train.sigma: 0.5}
     scenario: drifting_fleet      # optional: variants may take their training noise from it
     report: {kind: curves | heatmap | table1 | bars | compare | scenario, ...}   # see vant.experiments.report
+    slurm: {partition: gpu, time: "8:00:00", mem: 16G}   # optional: --executor slurm's settings (vant.experiments.slurm)
     profiles:                     # partial specs merged over this one; `null` deletes a variant or grid key
       full: {}
       smoke: {base: {data: {name: digits}, train: {epochs: 2}}}
@@ -33,6 +34,7 @@ from ..config import (ConfigError, RunConfig, from_dict, load_yaml, merge, parse
                       set_dotted, to_dict)
 from ..data import check_dataset_name
 from ..models import check_model
+from ..pipeline.loggers import check_trackers
 from ..pipeline.runs import run_dir
 
 PRESETS = Path(__file__).parent / "presets"
@@ -48,6 +50,7 @@ class GridSpec:
     variants: dict = field(default_factory=dict)  # name -> {dotted key: value, grid: {...}}
     scenario: str = ""  # scenario name or file that `from_scenario` variants and the scenario report use
     report: dict = field(default_factory=dict)  # {kind: ..., options}; see vant.experiments.report
+    slurm: dict = field(default_factory=dict)  # sbatch settings of --executor slurm; see vant.experiments.slurm
     profile: str = ""  # which profile was applied (set by load_spec)
 
 
@@ -218,6 +221,7 @@ def expand(spec: GridSpec) -> list[Job]:
                 cfg = resolve(from_dict(RunConfig, data))
                 check_dataset_name(cfg.data.name)
                 check_model(cfg.model.name, cfg.model.kwargs)
+                check_trackers(cfg)
             except (ConfigError, ValueError) as e:
                 raise ConfigError(f"{spec.name}: {where}point {point}: {e}") from None
             jobs.append(Job(vname, point, cfg))

@@ -6,7 +6,8 @@
         checkpoint.pt    plain dict: model, optimizer, scheduler, sampler/RNG states, epoch, config, config hash
         sweep.csv        one row per (sigma, repeat, seed) of noisy evaluation, every repeat kept
         summary.json     numbers for the current evaluation grid, made from the rows
-        figures/         accuracy_vs_sigma.png, training.png (drawn from the CSV rows)
+        figures/         accuracy_vs_sigma.png, training.png (drawn from the CSV rows), each with its values (.csv)
+        tensorboard/     event files, where log.tensorboard is on (vant.pipeline.loggers)
 
 A finished run is never trained again, and evaluation rows already stored are never recomputed:
 asking for a run again only fills what is missing. Bad input fails before the directory exists.
@@ -42,6 +43,7 @@ from ..data import ArrayData, DeviceBatches, check_dataset_name, load_dataset
 from ..models import check_model, create_model, model_info, registered
 from ..plots import accuracy_vs_sigma, training_curves
 from .evaluate import sweep
+from .loggers import Trackers, check_trackers, open_trackers
 from .store import CheckpointError, RunBusy, load_checkpoint, load_model_state, lock, read_csv, write_csv, write_text_atomic
 from .train import TrainingDiverged, fit
 
@@ -285,6 +287,7 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
         data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, model_input_size(cfg), cfg.data.augment)
         model = build_model(cfg, data)
         check_batches(cfg, data, model)
+        check_trackers(cfg)
         path.mkdir(parents=True, exist_ok=True)
         _train_and_sweep(cfg, run, path, data, model, device, progress)
     return run
@@ -292,7 +295,7 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
 
 def _train_and_sweep(cfg: RunConfig, run: Run, path: Path, data: ArrayData, model: nn.Module, device: torch.device,
                      progress: bool) -> None:
-    with lock(path):
+    with lock(path), open_trackers(cfg, path) as trackers:
         if not (path / "config.yaml").is_file():
             meta = dict(_versions(), device=str(device), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         hash=config_hash(cfg), test_split=data.test_split)
@@ -300,9 +303,10 @@ def _train_and_sweep(cfg: RunConfig, run: Run, path: Path, data: ArrayData, mode
                 import timm
                 meta["timm"] = str(timm.__version__)
             write_text_atomic(path / "config.yaml", yaml.safe_dump({"config": to_dict(cfg), "meta": meta}, sort_keys=False))
+        trackers.start(to_dict(cfg), run.epochs() if trackers.loggers else [])
         ckpt = path / "checkpoint.pt"
         if not run.trained:
-            history = train_run(model, data, cfg, ckpt, device, on_epoch=lambda row: _append_epoch(path, row),
+            history = train_run(model, data, cfg, ckpt, device, on_epoch=lambda row: _epoch_done(path, row, trackers),
                                 progress=progress)
             write_csv(path / "epochs.csv", history, EPOCH_FIELDS)
             (path / "trained").write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
@@ -317,7 +321,8 @@ def _train_and_sweep(cfg: RunConfig, run: Run, path: Path, data: ArrayData, mode
             for r, sig in sorted(todo.items()):
                 rows += sweep(model, test, sig, [r], cfg.eval.seed, batched=cfg.eval.batched, autocast=autocast)
                 write_csv(path / "sweep.csv", rows, SWEEP_FIELDS)
-        _summarise(run, cfg)
+        summary = _summarise(run, cfg)
+        trackers.end(summary, run.epochs(), sorted((path / "figures").glob("*.png")))
 
 
 def _load_weights(model: nn.Module, run: Run, cfg: RunConfig) -> None:
@@ -344,6 +349,11 @@ def run_threads(cfg: RunConfig, device: torch.device | str):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _epoch_done(path: Path, row: dict, trackers: Trackers) -> None:
+    _append_epoch(path, row)
+    trackers.epoch(row)
 
 
 def _append_epoch(path: Path, row: dict) -> None:

@@ -251,17 +251,22 @@ def scenario_figure(items: Sequence[tuple[str, dict]], scenario: Scenario, path:
     axes = fig.subplots(1, panels, squeeze=False)
     axes = list(axes[0])
     thr = items[0][1].get("threshold")
+    plotted = []  # the values drawn, one row each; `panel` says where
     if has_time:
         ax = axes.pop(0)
         tw = ax.twinx()
         pt = items[0][1]["per_time"]
         tw.fill_between(pt["t"], pt["sigma_lo"], pt["sigma_hi"], color="grey", alpha=0.07, lw=0)
         tw.plot(pt["t"], pt["sigma_mean"], color="grey", ls="--", lw=1.0, label="sigma (fleet mean, range)")
+        plotted += [dict(panel="sigma over time", series="sigma", time=t, sigma_mean=m, sigma_lo=lo, sigma_hi=hi)
+                    for t, m, lo, hi in zip(pt["t"], pt["sigma_mean"], pt["sigma_lo"], pt["sigma_hi"])]
         tw.set_ylabel("noise sigma [activation std]", color="grey")
         for label, s in items:
             p = s["per_time"]
             line, = ax.plot(p["t"], p["acc_mean"], lw=1.6, marker="o", ms=2.5, label=f"{label}: {s['expected']:.1f}%")
             ax.fill_between(p["t"], p["acc_lo"], p["acc_hi"], color=line.get_color(), alpha=0.18, lw=0)
+            plotted += [dict(panel="accuracy over time", series=label, time=t, accuracy=m, accuracy_lo=lo, accuracy_hi=hi)
+                        for t, m, lo, hi in zip(p["t"], p["acc_mean"], p["acc_lo"], p["acc_hi"])]
         if thr is not None:
             ax.axhline(thr, color="k", lw=0.8, ls=":")
         band = "5-95% of devices" if has_fleet else "+-1 std over repeats"
@@ -278,6 +283,8 @@ def scenario_figure(items: Sequence[tuple[str, dict]], scenario: Scenario, path:
         bins = np.linspace(allacc.min() - 0.5, allacc.max() + 0.5, 41)
         for label, s in items:
             ax.hist(s["per_device"]["acc_mean"], bins=bins, histtype="step", lw=1.6, label=label)
+            plotted += [dict(panel="device accuracy histogram", series=label, device=k, accuracy=float(a))
+                        for k, a in enumerate(s["per_device"]["acc_mean"])]
         if thr is not None:
             ax.axvline(thr, color="k", lw=0.8, ls=":")
         ax.set_xlabel("device accuracy [%]" + (" (mean over time)" if has_time else ""))
@@ -289,12 +296,16 @@ def scenario_figure(items: Sequence[tuple[str, dict]], scenario: Scenario, path:
         ax = axes.pop(0)
         names = [label for label, _ in items]
         ax.bar(names, [s["expected"] for _, s in items], yerr=[s["expected_std"] for _, s in items], capsize=3)
+        plotted += [dict(panel="expected accuracy", series=label, accuracy=s["expected"], std=s["expected_std"])
+                    for label, s in items]
         ax.set_ylabel("expected accuracy [%] (+-std over repeats)")
         ax.set_title(f"sigma = {scenario.sigma[0, 0]:g}", fontsize=10)
         ax.tick_params(axis="x", labelrotation=20, labelsize=7)
     fig.suptitle(scenario.describe(), fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, path)
+    if has_fleet:  # the histogram's bins, so that it can be redrawn exactly
+        plotted += [dict(panel="device accuracy histogram", series="bin edges", accuracy=float(b)) for b in bins]
+    return save_figure(fig, path, plotted)
 
 
 __all__ = ["evaluate_points", "summarise", "evaluate_run", "compare_on_scenario", "format_table", "scenario_figure", "write_report",

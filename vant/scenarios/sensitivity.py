@@ -201,4 +201,9 @@ def sensitivity_figure(summary: dict, path: Path) -> Path:
     bot.grid(alpha=0.3, axis="y")
     bot.legend(fontsize=6, ncol=3, loc="upper right")
     fig.tight_layout()
-    return save_figure(fig, path)
+    plotted = [dict(panel="accuracy", site=t["site"], type=t["type"], sigma=sig, accuracy=a)
+               for t in sites for sig, a in zip(s, t["accuracy"])]
+    plotted += [dict(panel="sigma_mid", site=t["site"], type=t["type"], sigma_mid=t["sigma_mid"], bar_top=floor + h,
+                     where=t["where"]) for t, h in zip(sites, heights)]
+    plotted.append(dict(panel="sigma_mid", site=ALL, type="", sigma_mid=allsites["sigma_mid"], where=allsites["where"]))
+    return save_figure(fig, path, plotted)
