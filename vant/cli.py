@@ -96,7 +96,7 @@ def cmd_list(args) -> int:
         for name, desc in list_datasets().items():
             print(f"{name:13s} {desc}")
     else:
-        from .pipeline.runs import Run
+        from .pipeline.rundir import Run  # reads the run files only: no torch
         from .pipeline.store import CheckpointError
 
         root = Path(args.out_dir)
@@ -111,6 +111,35 @@ def cmd_list(args) -> int:
                 print(f"{p.parent.name:50s} clean {d['clean_accuracy']:6.2f}  @sigma_train {d['acc_at_sigma_train']:6.2f}  AUC {d['auc'] if d['auc'] is not None else float('nan'):7.2f}")
             else:
                 print(f"{p.parent.name:50s} (unfinished)")
+    return 0
+
+
+def cmd_config_show(args) -> int:
+    """The config a ``vant train`` with these arguments would run: every recipe default filled in."""
+    import yaml
+
+    from .config import build_config, resolve, to_dict
+    from .data import check_dataset_name
+    from .models import model_info
+
+    cfg = resolve(build_config(args.config, args.overrides))
+    check_dataset_name(cfg.data.name)
+    model_info(cfg.model.name)
+    class Dumper(yaml.SafeDumper):  # sections as blocks, lists (the sigma grid) on one line
+        pass
+
+    Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+    print(yaml.dump(to_dict(cfg), Dumper=Dumper, sort_keys=False), end="")
+    return 0
+
+
+def cmd_completion(args) -> int:
+    try:
+        import shtab
+    except ImportError:
+        print('vant: error: shell completion needs shtab: pip install "vant[completion]"', file=sys.stderr)
+        return 2
+    print(shtab.complete(build_parser(), shell=args.shell))
     return 0
 
 
@@ -302,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("-q", "--quiet", action="store_true", help="do not print the table")
     rp.set_defaults(func=cmd_report)
 
+    cf = sub.add_parser("config", help="show the resolved run config (recipe defaults filled in) as YAML")
+    cf_sub = cf.add_subparsers(dest="config_command", required=True)
+    cs = cf_sub.add_parser("show", help="print the config `vant train` would run with these arguments")
+    cs.add_argument("-c", "--config", help="YAML config file (see vant/configs/)")
+    cs.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.sigma=0.7")
+    cs.set_defaults(func=cmd_config_show)
+
     ls = sub.add_parser("list", help="list models, data sets, grid presets, runs or bundled scenarios")
     ls.add_argument("what", choices=["models", "datasets", "presets", "runs", "scenarios"])
     ls.add_argument("--out-dir", default="runs")
@@ -344,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "train NT, paper VANT and scenario-fitted VANT; compare them on a noise scenario",
                         "base.train.epochs=10")
     sc.add_argument("--scenario", help="scenario YAML file or bundled name (default drifting_fleet)")
+    co = sub.add_parser("completion", help="print a shell completion script (needs shtab: vant[completion])")
+    co.add_argument("shell", choices=["bash", "zsh"])
+    co.set_defaults(func=cmd_completion)
     return p
 
 
@@ -370,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vant: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout left (`vant completion bash | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     except _known_errors() as e:
         if os.environ.get("VANT_DEBUG"):
             raise

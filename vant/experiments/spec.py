@@ -33,7 +33,7 @@ from ..config import (ConfigError, RunConfig, from_dict, load_yaml, merge, parse
                       set_dotted, to_dict)
 from ..data import check_dataset_name
 from ..models import model_info
-from ..pipeline.runs import run_dir
+from ..pipeline.rundir import run_dir
 
 PRESETS = Path(__file__).parent / "presets"
 
