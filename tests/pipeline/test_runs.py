@@ -21,6 +21,9 @@ def test_run_directory_explains_itself(trained_run):
     stored = yaml.safe_load((p / "config.yaml").read_text())
     assert stored["config"]["train"]["theta"] == pytest.approx(0.25)  # resolved: Table 1's theta at 0.5
     assert {"vant", "torch", "torchvision", "python", "hash"} <= set(stored["meta"])
+    from vant.pipeline import provenance  # vant's own commit (this checkout) or its installed version
+
+    assert provenance.source().items() <= stored["meta"].items()
     assert len(trained_run.epochs()) == 6
     rows = trained_run.rows()
     assert sorted({r["sigma"] for r in rows}) == [0.0, 0.1, 0.5, 1.0]

@@ -1,7 +1,7 @@
 """Runs: one directory per trained model, named by a hash of its resolved config, that explains itself.
 
     runs/<label>-<hash>/
-        config.yaml      resolved config + library versions, git commit, device
+        config.yaml      resolved config + library versions, vant's commit (or installed version), device
         epochs.csv       one row per epoch (loss, accuracy, test accuracy at sigma_train, speed)
         checkpoint.pt    plain dict: model, optimizer, scheduler, sampler/RNG states, epoch, config, config hash
         sweep.csv        one row per (sigma, repeat, seed) of noisy evaluation, every repeat kept
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..core.samplers import make_sampler
 from ..data import ArrayData, DeviceBatches, check_dataset_name, load_dataset
 from ..models import create_model, model_info
 from ..plots import accuracy_vs_sigma, training_curves
+from . import provenance
 from .evaluate import sweep
 # the run directory's names and readers live in .rundir (no torch); re-exported here as before
 from .rundir import (EPOCH_FIELDS, EPOCH_NUMERIC, SWEEP_FIELDS, SWEEP_NUMERIC, Run, _missing_rows, eval_sigmas, is_done,
@@ -117,15 +117,7 @@ def _versions() -> dict:
 
     meta = dict(vant=__version__, torch=str(torch.__version__), torchvision=str(torchvision.__version__),
                 python=platform.python_version(), platform=platform.platform())
-    try:
-        src = Path(__file__).resolve().parents[2]
-        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-        if commit.returncode == 0:
-            meta["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    meta.update(provenance.source())  # vant's own commit, or the installed distribution: not a host repository's
     return meta
 
 
