@@ -309,3 +309,29 @@ def test_ray_executor_gives_the_local_table(smoke, tmp_path):
         ray.shutdown()
     assert not res.failures and len(res.rows) == 2
     assert table(res.grid_dir) == table(results["fig2"].grid_dir)
+
+
+def test_grid_and_final_sweep_show_progress_on_stderr(tmp_path, capsys):
+    """Runs done / to do, time elapsed and an estimate on stderr after each run; the sweep's bar too.
+    With -q (progress=False) there is none."""
+    spec = write_spec(tmp_path / "g.yaml", base=BASE,
+                      variants={"NT": {"train.method": "nt", "grid": {"train.sigma": [0.1, 0.2, 0.3, 0.4]}}})
+    res = run_grid(load_spec(spec), tmp_path / "gd", report=False, progress=True, log=lambda *a, **k: None)
+    assert not res.failures
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("grid: ")]
+    assert [line.split(",")[0] for line in lines] == [f"grid: {i}/4 runs" for i in range(1, 5)], err
+    assert all(" elapsed" in line for line in lines)
+    assert all(", about " in line and line.endswith(" left") for line in lines[:3]) and "left" not in lines[3]
+    assert "sweep 4 (sigma, repeat) points" in err  # the final sweep's bar (tqdm writes to a pipe as well)
+    run_grid(load_spec(spec, overrides=["base.eval.repeats=2"]), tmp_path / "gd2", report=False, progress=False,
+             log=lambda *a, **k: None)  # only the new repeats to evaluate: no training, no progress shown
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_line_estimates_from_the_work_done():
+    from vant.experiments.grid import progress_line
+
+    assert progress_line(1, 4, 30.0, 10, 40) == "grid: 1/4 runs, 30 s elapsed, about 1 min 30 s left"
+    assert progress_line(2, 3, 4000.0, 5, 30) == "grid: 2/3 runs, 1 h 06 min elapsed, about 5 h 33 min left"
+    assert progress_line(3, 3, 59.6, 30, 30) == "grid: 3/3 runs, 1 min 00 s elapsed"

@@ -159,11 +159,27 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
         if todo:
             test = make_batches(cfg, data, device, train=False)
             autocast = cfg.train.amp and device.type == "cuda"
-            for r, sig in sorted(todo.items()):
-                rows += sweep(model, test, sig, [r], cfg.eval.seed, batched=cfg.eval.batched, autocast=autocast)
-                write_csv(path / "sweep.csv", rows, SWEEP_FIELDS)
+            bar = _sweep_bar(cfg, todo, len(data.test_x)) if progress else None
+            try:
+                for r, sig in sorted(todo.items()):
+                    rows += sweep(model, test, sig, [r], cfg.eval.seed, batched=cfg.eval.batched, autocast=autocast,
+                                  on_step=bar.update if bar is not None else None)
+                    write_csv(path / "sweep.csv", rows, SWEEP_FIELDS)
+            finally:
+                if bar is not None:
+                    bar.close()
         _summarise(run, cfg)
     return run
+
+
+def _sweep_bar(cfg: RunConfig, todo: dict[int, list[float]], n_test: int):
+    """The final sweep's progress bar (stderr): test images evaluated, counted once per sigma, with
+    tqdm's elapsed time and estimate; shown on a terminal and written as plain updates elsewhere."""
+    from tqdm.auto import tqdm
+
+    sigmas = sum(len(s) for s in todo.values())
+    return tqdm(total=sigmas * n_test, unit="img", unit_scale=True, dynamic_ncols=True, leave=False,
+                desc=f"sweep {sigmas} (sigma, repeat) points", mininterval=1.0)
 
 
 def _load_weights(model: nn.Module, run: Run, cfg: RunConfig) -> None:
