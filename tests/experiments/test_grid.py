@@ -314,7 +314,7 @@ def test_ray_executor_gives_the_local_table(smoke, tmp_path):
 def test_grid_and_final_sweep_show_progress_on_stderr(tmp_path, capsys):
     """Runs done / to do, time elapsed and an estimate on stderr after each run; the sweep's bar too.
     With -q (progress=False) there is none."""
-    spec = write_spec(tmp_path / "g.yaml", base=BASE,
+    spec = write_spec(tmp_path / "g.yaml", base=dict(BASE, out_dir=str(tmp_path / "runs")),
                       variants={"NT": {"train.method": "nt", "grid": {"train.sigma": [0.1, 0.2, 0.3, 0.4]}}})
     res = run_grid(load_spec(spec), tmp_path / "gd", report=False, progress=True, log=lambda *a, **k: None)
     assert not res.failures
