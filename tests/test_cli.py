@@ -116,10 +116,14 @@ def test_config_show_bad_override_is_one_line(args, message):
     assert len(lines) == 1 and lines[0].startswith("vant: error:") and message in lines[0], r.stderr
 
 
-@pytest.mark.parametrize("what", ["models", "datasets", "presets", "scenarios", "runs", "help"])
+@pytest.mark.parametrize("what", ["models", "datasets", "presets", "scenarios", "runs", "help", "config show",
+                                  "config error"])
 def test_light_commands_do_not_load_torch(what, trained_run):
-    """`vant --help` and `vant list ...` answer without torch or matplotlib (seconds on a slow disk)."""
-    argv = ["--help"] if what == "help" else ["list", what, "--out-dir", str(trained_run.path.parent)]
+    """`vant --help`, `vant list ...` and `vant config show` (its errors too) answer without torch or
+    matplotlib (seconds on a slow disk)."""
+    argv = {"help": ["--help"], "config show": ["config", "show", "train.sigma=0.7"],
+            "config error": ["config", "show", "train.sigmaa=1"]}.get(
+        what, ["list", what, "--out-dir", str(trained_run.path.parent)])
     code = ("import sys\nfrom vant.cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
             "heavy = sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules)\n"

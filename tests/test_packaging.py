@@ -12,6 +12,8 @@ except ImportError:  # Python 3.10: pytest itself depends on tomli there
 ROOT = Path(__file__).resolve().parent.parent
 #: import name -> distribution name, where they differ
 DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow"}
+#: standard library on newer Pythons only; vant imports them with a fallback for 3.10
+NEWER_STDLIB = ("tomllib",)
 
 
 def _imported_modules() -> dict[str, str]:
@@ -39,7 +41,7 @@ def test_every_third_party_import_is_declared():
     declared = {_requirement_name(r) for r in project["dependencies"]}
     extras = {_requirement_name(r) for reqs in project["optional-dependencies"].values() for r in reqs}
     third_party = {m: f for m, f in _imported_modules().items()
-                   if m not in sys.stdlib_module_names and m not in ("vant", "__future__")}
+                   if m not in sys.stdlib_module_names and m not in ("vant", "__future__", *NEWER_STDLIB)}
     assert {"torch", "numpy", "scipy", "PIL", "sklearn", "filelock", "tqdm", "yaml"} <= set(third_party)  # the scan works
     missing = {m: f for m, f in third_party.items() if DISTRIBUTION.get(m, m).lower() not in declared | extras}
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"

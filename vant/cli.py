@@ -386,17 +386,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from .baselines.qat import MissingDependency
-    from .config import ConfigError
-    from .data import DataNotFound
-    from .experiments.grid import GridFailed
-    from .pipeline.store import CheckpointError, RunBusy
-    from .pipeline.train import TrainingDiverged
+#: The errors that end a command with one line and exit 2, by the module that defines them.
+_KNOWN_ERRORS = {"vant.baselines.qat": "MissingDependency", "vant.config": "ConfigError", "vant.data": "DataNotFound",
+                 "vant.experiments.grid": "GridFailed", "vant.pipeline.store": ("CheckpointError", "RunBusy"),
+                 "vant.pipeline.train": "TrainingDiverged"}
 
-    # OSError: a file system that refuses a write (read-only, full, permissions) is the user's to fix
-    return (ConfigError, DataNotFound, CheckpointError, TrainingDiverged, RunBusy, OSError, ValueError,
-            KeyError, MissingDependency, GridFailed)
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    # OSError: a file system that refuses a write (read-only, full, permissions) is the user's to fix.
+    # A class can only have been raised if its module is loaded: an error of a light command (a bad
+    # `vant config show` override) is reported without importing torch.
+    known: list[type[BaseException]] = [OSError, ValueError, KeyError]
+    for module, names in _KNOWN_ERRORS.items():
+        if module in sys.modules:
+            known += [getattr(sys.modules[module], n) for n in ((names,) if isinstance(names, str) else names)]
+    return tuple(known)
 
 
 def main(argv: list[str] | None = None) -> int:
