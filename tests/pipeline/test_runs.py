@@ -62,7 +62,7 @@ def _train_cmd(out_dir, epochs):
 
 
 def test_sigkill_mid_training_resumes_to_the_same_result(tmp_path):
-    epochs = 30
+    epochs = 10  # killed after 3: 7 epochs of margin (the 50 ms poll kills it within one)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen(_train_cmd(killed, epochs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     csv = kill_after_epochs(proc, killed, 3, timeout=120)
