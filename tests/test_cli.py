@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.helpers import TINY
+from tests.helpers import TINY, run_demo
 
 
 def vant(*args, cwd=None):
@@ -65,16 +65,15 @@ def test_train_sweep_plot_list(tmp_path, trained_run):
 
 
 @pytest.mark.slow
-def test_demo_is_reproducible(tmp_path):
-    """The demo pipeline on shrunken settings, run twice in fresh directories: same table."""
-    small = ["base.train.epochs=2", "base.eval.repeats=2"]
-    a = vant("demo", "-q", "--out-dir", str(tmp_path / "a"), *small)
-    b = vant("demo", "-q", "--out-dir", str(tmp_path / "b"), *small)
+def test_demo_is_reproducible(tmp_path, demo_run):
+    """The demo pipeline on shrunken settings, run again in a fresh directory and process: same table."""
+    first_dir, a = demo_run
+    b = run_demo(tmp_path / "b")
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     table = lambda out: [l for l in out.splitlines() if l.startswith("|")]
     assert table(a.stdout) == table(b.stdout) and len(table(a.stdout)) == 7
-    assert (tmp_path / "a" / "report.png").is_file() and (tmp_path / "a" / "report.md").is_file()
-    assert (tmp_path / "a" / "results.csv").is_file()  # the demo is a grid: its results table is there
+    assert (tmp_path / "b" / "report.png").is_file() and (tmp_path / "b" / "report.md").is_file()
+    assert (tmp_path / "b" / "results.csv").is_file()  # the demo is a grid: its results table is there
 
 
 def test_version_and_module_entry_point():
