@@ -26,3 +26,17 @@ def kill_after_epochs(proc, out_dir, epochs: int, timeout: float = 300):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return found
+
+
+#: The demo as two tests run it: its own model (ResNet-18 at width 16), trained 2 epochs and evaluated
+#: with 2 repeats, so that the reproducibility check covers a second epoch and a second repeat.
+DEMO_ARGS = ["demo", "-q", "base.train.epochs=2", "base.eval.repeats=2"]
+
+
+def run_demo(out_dir):
+    """``vant demo`` (DEMO_ARGS) in a fresh process into ``out_dir``; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "vant", *DEMO_ARGS, "--out-dir", str(out_dir)],
+                          capture_output=True, text=True)

@@ -1,7 +1,7 @@
 """The package's architecture: imports point down the layers, and importing vant changes nothing.
 
 Layers, top to bottom: cli -> experiments -> scenarios -> pipeline -> core. The top-level modules
-config, models, data, plots, tables and factory are shared leaves that import no layer; baselines plug into
+config, models, nets, data, plots, tables and factory are shared leaves that import no layer; baselines plug into
 the core by registering with it, so the core imports nothing above it. integrations (hooks for other
 people's training loops) sits beside the stack: it imports the core only, and nothing imports it.
 """
@@ -15,7 +15,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "vant"
 ORDER = ["core", "baselines", "pipeline", "scenarios", "experiments"]  # each may import only those before it
-LEAVES = {"config", "models", "data", "plots", "tables", "factory"}
+LEAVES = {"config", "models", "data", "plots", "tables", "factory", "nets"}
 #: Side layers: hooks into other people's training loops; they may import the core (and the shared
 #: leaves) only, and nothing of vant imports them.
 SIDE = {"integrations": {"core"}}

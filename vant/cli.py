@@ -101,7 +101,7 @@ def cmd_list(args) -> int:
         print(f"{'torchvision:<Class>':13s} a torchvision.datasets class with root= and train= or split=, e.g. torchvision:KMNIST")
         print(f"{'pkg.mod:fn':13s} your factory, called as fn(root=data.root) -> (train, test) Datasets or (images, labels) pairs")
     else:
-        from .pipeline.runs import Run
+        from .pipeline.rundir import Run  # reads the run files only: no torch
         from .pipeline.store import CheckpointError
 
         root = Path(args.out_dir)
@@ -116,6 +116,35 @@ def cmd_list(args) -> int:
                 print(f"{p.parent.name:50s} clean {d['clean_accuracy']:6.2f}  @sigma_train {d['acc_at_sigma_train']:6.2f}  AUC {d['auc'] if d['auc'] is not None else float('nan'):7.2f}")
             else:
                 print(f"{p.parent.name:50s} (unfinished)")
+    return 0
+
+
+def cmd_config_show(args) -> int:
+    """The config a ``vant train`` with these arguments would run: every recipe default filled in."""
+    import yaml
+
+    from .config import build_config, resolve, to_dict
+    from .data import check_dataset_name
+    from .models import model_info
+
+    cfg = resolve(build_config(args.config, args.overrides))
+    check_dataset_name(cfg.data.name)
+    model_info(cfg.model.name)
+    class Dumper(yaml.SafeDumper):  # sections as blocks, lists (the sigma grid) on one line
+        pass
+
+    Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+    print(yaml.dump(to_dict(cfg), Dumper=Dumper, sort_keys=False), end="")
+    return 0
+
+
+def cmd_completion(args) -> int:
+    try:
+        import shtab
+    except ImportError:
+        print('vant: error: shell completion needs shtab: pip install "vant[completion]"', file=sys.stderr)
+        return 2
+    print(shtab.complete(build_parser(), shell=args.shell))
     return 0
 
 
@@ -339,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("-o", "--output", help="table.csv or table.parquet (default <source>/table.csv)")
     co.set_defaults(func=cmd_collect)
 
+    cf = sub.add_parser("config", help="show the resolved run config (recipe defaults filled in) as YAML")
+    cf_sub = cf.add_subparsers(dest="config_command", required=True)
+    cs = cf_sub.add_parser("show", help="print the config `vant train` would run with these arguments")
+    cs.add_argument("-c", "--config", help="YAML config file (see vant/configs/)")
+    cs.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.sigma=0.7")
+    cs.set_defaults(func=cmd_config_show)
+
     ls = sub.add_parser("list", help="list models, data sets, grid presets, runs or bundled scenarios")
     ls.add_argument("what", choices=["models", "datasets", "presets", "runs", "scenarios"])
     ls.add_argument("--out-dir", default="runs")
@@ -381,20 +417,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "train NT, paper VANT and scenario-fitted VANT; compare them on a noise scenario",
                         "base.train.epochs=10")
     sc.add_argument("--scenario", help="scenario YAML file or bundled name (default drifting_fleet)")
+    co = sub.add_parser("completion", help="print a shell completion script (needs shtab: vant[completion])")
+    co.add_argument("shell", choices=["bash", "zsh"])
+    co.set_defaults(func=cmd_completion)
     return p
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from .baselines.qat import MissingDependency
-    from .config import ConfigError
-    from .data import DataNotFound
-    from .experiments.grid import GridFailed
-    from .pipeline.store import CheckpointError, RunBusy
-    from .pipeline.train import TrainingDiverged
+#: The errors that end a command with one line and exit 2, by the module that defines them.
+_KNOWN_ERRORS = {"vant.baselines.qat": "MissingDependency", "vant.config": "ConfigError", "vant.data": "DataNotFound",
+                 "vant.experiments.grid": "GridFailed", "vant.pipeline.store": ("CheckpointError", "RunBusy"),
+                 "vant.pipeline.train": "TrainingDiverged"}
 
-    # OSError: a file system that refuses a write (read-only, full, permissions) is the user's to fix
-    return (ConfigError, DataNotFound, CheckpointError, TrainingDiverged, RunBusy, OSError, ValueError,
-            KeyError, MissingDependency, GridFailed)
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    # OSError: a file system that refuses a write (read-only, full, permissions) is the user's to fix.
+    # A class can only have been raised if its module is loaded: an error of a light command (a bad
+    # `vant config show` override) is reported without importing torch.
+    known: list[type[BaseException]] = [OSError, ValueError, KeyError]
+    for module, names in _KNOWN_ERRORS.items():
+        if module in sys.modules:
+            known += [getattr(sys.modules[module], n) for n in ((names,) if isinstance(names, str) else names)]
+    return tuple(known)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vant: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout left (`vant completion bash | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     except _known_errors() as e:
         if os.environ.get("VANT_DEBUG"):
             raise

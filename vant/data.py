@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+
+if TYPE_CHECKING:  # torch is imported where the data are read or batched: naming the sets needs none
+    import torch
+    from torch import Tensor
 
 from .factory import check_call, is_factory_name, load_factory
 
@@ -137,6 +139,8 @@ def check_splits(data: ArrayData, root: Path | None = None) -> None:
     A one-class split trains to 100 % and reports it; a label past the last class fails deep in a
     CUDA kernel. Both are caught here, at load time, with a line naming the data set.
     """
+    import torch
+
     where = f"data set {data.name!r}" + (f" at {root}" if root is not None and data.name != "digits" else "")
     k = data.num_classes
     if k < 2:
@@ -178,6 +182,9 @@ def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def resize_uint8(x: Tensor, size: int) -> Tensor:
+    import torch
+    import torch.nn.functional as F
+
     out = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -197,6 +204,7 @@ def _missing(what: str, path: Path, downloadable: bool) -> DataNotFound:
 
 @register_dataset("digits", "scikit-learn's 1,797 handwritten digits, 8x8 grey, 10 classes; bundled, no download")
 def _digits(root: Path, download: bool) -> dict:
+    import torch
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -279,6 +287,8 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_cifar10(folder: Path) -> dict:
+    import torch
+
     parts = [read_cifar_batch(folder / name) for name in CIFAR_FILES[:-1]]
     xte, yte = read_cifar_batch(folder / CIFAR_FILES[-1])
     return dict(train_x=torch.from_numpy(np.concatenate([p[0] for p in parts])),
@@ -320,6 +330,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _idx_set(root: Path, download: bool, folder_name: str, tv_class: str, title: str) -> dict:
+    import torch
+
     raw = root / folder_name / "raw"
 
     def find(stem):
@@ -354,6 +366,7 @@ def _fashion(root: Path, download: bool) -> dict:
 
 @register_dataset("svhn", "SVHN cropped digits (train_32x32.mat, test_32x32.mat), 32x32 RGB", downloadable=True)
 def _svhn(root: Path, download: bool) -> dict:
+    import torch
     from scipy.io import loadmat
 
     folder = root / "svhn" if (root / "svhn").is_dir() else root
@@ -474,6 +487,8 @@ def read_image_list(files: list[Path], size: int | None, cache: Path | None = No
     the cache, a cache that cannot be read is rebuilt, and the file is loaded with
     ``allow_pickle=False``. A file that cannot be decoded is a DataError naming it.
     """
+    import torch
+
     key = None
     if cache is not None:
         key = image_list_key(files, size, labels, cache.parent)
@@ -572,6 +587,8 @@ def _read_tree(root: Path, test: str, size: int | None, classes: list[str] | Non
     Both splits are listed and checked before any image is decoded. ``size=None`` decodes train at
     its first image's side and test at train's.
     """
+    import torch
+
     ftr, ltr, classes = _tree_listing(root / "train", classes, classes_from or "train/")
     if test_listing is None:
         fte, lte, _ = _tree_listing(root / test, classes, classes_from or f"those of {root / 'train'}")
@@ -869,6 +886,8 @@ class DeviceBatches:
     def __init__(self, x: Tensor, y: Tensor, mean, std, batch_size: int, device: torch.device, *,
                  train: bool, augment: bool = False, flip: bool = False, pad: int = 4, seed: int = 0,
                  channels_last: bool = False):
+        import torch
+
         self.x = x.to(device)
         self.y = y.to(device)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
@@ -881,6 +900,8 @@ class DeviceBatches:
         return -(-len(self.x) // self.batch_size)
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        import torch
+
         n = len(self.x)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=g).to(self.device) if self.train else None
@@ -900,6 +921,8 @@ class DeviceBatches:
     __iter__ = epoch
 
     def normalise(self, xb: Tensor) -> Tensor:
+        import torch
+
         out = (xb.float() - self.mean) / self.std
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
@@ -912,6 +935,8 @@ def random_crop_flip(x: Tensor, pad: int, flip: bool, generator: torch.Generator
 def crop_flip_params(n: int, pad: int, flip: bool, generator: torch.Generator,
                      device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
     """Row offsets, column offsets (each in [0, 2*pad]) and flip flags (None without flips) for n images."""
+    import torch
+
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     mirror = (torch.rand(n, generator=generator) < 0.5) if flip else None
@@ -920,6 +945,9 @@ def crop_flip_params(n: int, pad: int, flip: bool, generator: torch.Generator,
 
 def crop_flip(x: Tensor, pad: int, dy: Tensor, dx: Tensor, mirror: Tensor | None) -> Tensor:
     """Crop each image of ``x`` at its offsets from a zero-padded copy, mirrored where ``mirror``."""
+    import torch
+    import torch.nn.functional as F
+
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]

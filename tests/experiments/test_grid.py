@@ -309,3 +309,30 @@ def test_ray_executor_gives_the_local_table(smoke, tmp_path):
         ray.shutdown()
     assert not res.failures and len(res.rows) == 2
     assert table(res.grid_dir) == table(results["fig2"].grid_dir)
+
+
+def test_grid_and_final_sweep_show_progress_on_stderr(tmp_path, capsys):
+    """Runs done / to do (runs already done not counted), time elapsed and an estimate on stderr after
+    each run; the final sweep's bar too. With progress=False (-q) there is none."""
+    base = dict(BASE, out_dir=str(tmp_path / "runs"))
+    one = write_spec(tmp_path / "one.yaml", base=base, variants={"NT": {"train.method": "nt", "train.sigma": 0.1}})
+    run_grid(load_spec(one), tmp_path / "gd1", report=False, progress=False, log=lambda *a, **k: None)
+    assert capsys.readouterr().err == ""
+    spec = write_spec(tmp_path / "g.yaml", base=base,
+                      variants={"NT": {"train.method": "nt", "grid": {"train.sigma": [0.1, 0.2, 0.3]}}})
+    res = run_grid(load_spec(spec), tmp_path / "gd", report=False, progress=True, log=lambda *a, **k: None)
+    assert not res.failures and len(res.rows) == 3
+    err = capsys.readouterr().err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("grid: ")]
+    assert [line.split(",")[0] for line in lines] == ["grid: 1/2 runs", "grid: 2/2 runs"], err
+    assert all(" elapsed" in line for line in lines)
+    assert ", about " in lines[0] and lines[0].endswith(" left") and "left" not in lines[1]
+    assert "sweep 5 (sigma, repeat) points" in err  # the final sweep's bar of sigma 0.2: 0, 0.1, 0.2, 0.3, 0.5
+
+
+def test_progress_line_estimates_from_the_work_done():
+    from vant.experiments.grid import progress_line
+
+    assert progress_line(1, 4, 30.0, 10, 40) == "grid: 1/4 runs, 30 s elapsed, about 1 min 30 s left"
+    assert progress_line(2, 3, 4000.0, 5, 30) == "grid: 2/3 runs, 1 h 06 min elapsed, about 5 h 33 min left"
+    assert progress_line(3, 3, 59.6, 30, 30) == "grid: 3/3 runs, 1 min 00 s elapsed"

@@ -38,13 +38,12 @@ def test_scenario_variants_take_their_noise_from_the_scenario():
 
 
 @pytest.mark.slow
-def test_demo_smoke_prints_the_comparison(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "-q", "-p", "smoke", "--out-dir", str(out)]) == 0
-    printed = capsys.readouterr().out
+def test_demo_prints_the_comparison(demo_run):
+    out, proc = demo_run  # `vant demo` at 2 epochs and 2 repeats, shared with the reproducibility test
+    assert proc.returncode == 0, proc.stderr
     rows = read_results(out)
     table, result = compare_table(rows)
-    assert table in printed and [r["model"] for r in result["rows"]] == ["clean", "NT@0.7", "VANT@0.7"]
+    assert table in proc.stdout and [r["model"] for r in result["rows"]] == ["clean", "NT@0.7", "VANT@0.7"]
     assert "upper bound (NT matched)" in table and (out / "report.png").is_file()
     assert len(list((out / "runs").glob("*/summary.json"))) == 7
 

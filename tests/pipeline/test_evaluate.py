@@ -45,3 +45,13 @@ def test_sweep_restores_train_mode(trained_run):
     model.train()
     sweep(model, test, [0.5], 1, seed=0)
     assert model.training
+
+
+def test_progress_callback_counts_the_work_and_changes_no_result(trained_run):
+    model, test = _model_and_test(trained_run)
+    n = len(test.x)
+    for batched in (True, False):
+        steps = []
+        with_bar = sweep(model, test, [0.5, 1.0, 2.0], 2, seed=3, batched=batched, on_step=steps.append)
+        assert with_bar == sweep(model, test, [0.5, 1.0, 2.0], 2, seed=3, batched=batched)
+        assert sum(steps) == 2 * 3 * n and len(steps) > 2  # (image, sigma) pairs, one call per forward pass

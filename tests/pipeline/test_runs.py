@@ -21,6 +21,9 @@ def test_run_directory_explains_itself(trained_run):
     stored = yaml.safe_load((p / "config.yaml").read_text())
     assert stored["config"]["train"]["theta"] == pytest.approx(0.25)  # resolved: Table 1's theta at 0.5
     assert {"vant", "torch", "torchvision", "python", "hash"} <= set(stored["meta"])
+    from vant.pipeline import provenance  # vant's own commit (this checkout) or its installed version
+
+    assert provenance.source().items() <= stored["meta"].items()
     assert len(trained_run.epochs()) == 6
     rows = trained_run.rows()
     assert sorted({r["sigma"] for r in rows}) == [0.0, 0.1, 0.5, 1.0]
@@ -59,7 +62,7 @@ def _train_cmd(out_dir, epochs):
 
 
 def test_sigkill_mid_training_resumes_to_the_same_result(tmp_path):
-    epochs = 30
+    epochs = 10  # killed after 3: 7 epochs of margin (the 50 ms poll kills it within one)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen(_train_cmd(killed, epochs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     csv = kill_after_epochs(proc, killed, 3, timeout=120)

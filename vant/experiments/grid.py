@@ -10,6 +10,7 @@ checked before anything is written.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,8 @@ def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gp
         log(f"cost: {spec.cost.strip()}")
     done = [0]
     tic = time.perf_counter()
+    weight = [jobs[by_run[p][0]].config.train.epochs for p in todo]  # the estimate weighs runs by their epochs
+    finished = [0]
 
     def on_done(k: int, result: dict) -> None:
         path = todo[k]
@@ -117,6 +120,10 @@ def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gp
                 + (f"  AUC {s['auc']:.1f}" if s["auc"] is not None else "") if s else result["error"])
         log(f"[{done[0]}/{len(todo)}] {result['status']:6s} {_describe(jobs[by_run[path][0]])}  {what}  "
             f"({time.perf_counter() - tic:.0f} s since the grid started)")
+        finished[0] += weight[k]
+        if progress:
+            print(progress_line(done[0], len(todo), time.perf_counter() - tic, finished[0], sum(weight)),
+                  file=sys.stderr, flush=True)
 
     if cfgs:
         executors.run_all(cfgs, on_done, executor, workers, address, cpus_per_run, gpus_per_run, threads, progress,
@@ -127,6 +134,20 @@ def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gp
     if report and len(failures) < len(rows):
         result.report = make_report(grid_dir, progress=progress)
     return result
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60:02d} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def progress_line(done: int, total: int, elapsed: float, work_done: float, work_total: float) -> str:
+    """``grid: 2/4 runs, 1 min 10 s elapsed, about 1 min 10 s left``: the estimate is the time so far
+    times the work left over the work done (work = training epochs, so a long run counts for more)."""
+    line = f"grid: {done}/{total} runs, {_duration(elapsed)} elapsed"
+    if done < total and work_done > 0:
+        line += f", about {_duration(elapsed * (work_total - work_done) / work_done)} left"
+    return line
 
 
 def dry_run(spec: GridSpec, log=print) -> list[Job]:

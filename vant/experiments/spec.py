@@ -33,9 +33,9 @@ import yaml
 from ..config import (ConfigError, RunConfig, from_dict, load_yaml, merge, parse_override, resolve, safe_component,
                       set_dotted, to_dict)
 from ..data import check_dataset_name
-from ..models import check_model
+from ..models import check_model, model_info
 from ..pipeline.loggers import check_trackers
-from ..pipeline.runs import run_dir
+from ..pipeline.rundir import run_dir
 
 PRESETS = Path(__file__).parent / "presets"
 

@@ -44,7 +44,8 @@ def _rng_devices(device: torch.device) -> list:
 @torch.no_grad()
 def sweep(model: nn.Module, batches: Iterable, sigmas: Sequence[float], repeats: Sequence[int] | int = 3,
           seed: int = 1000, batched: bool = True, autocast: bool = False, forward: Callable | None = None,
-          site: int | str | None = None, chunk: int | None = None) -> list[dict]:
+          site: int | str | None = None, chunk: int | None = None,
+          on_step: Callable[[int], None] | None = None) -> list[dict]:
     """Accuracy (%) at each sigma for each repeat; one row per (sigma, repeat).
 
     ``batches``: any iterable of ``(x, y)`` test batches (moved to the model's device). Repeat r
@@ -54,6 +55,8 @@ def sweep(model: nn.Module, batches: Iterable, sigmas: Sequence[float], repeats:
     ``vant.compile_noisy(model)``). ``site`` (index or name) makes only that site noisy, the others
     silent (walking noise); by default every site is. ``chunk``: images per forward pass in batched
     mode (default: the ``DeviceBatches`` batch size, else 1000), split across the sigmas.
+    ``on_step(n)`` is called after each forward pass with the images it evaluated, counted once per
+    sigma (a progress bar's update; it sees no result, so it cannot change one).
     """
     repeats = range(repeats) if isinstance(repeats, int) else list(repeats)
     sigmas = [float(s) for s in sigmas]
@@ -68,9 +71,10 @@ def sweep(model: nn.Module, batches: Iterable, sigmas: Sequence[float], repeats:
             for r in repeats:
                 torch.manual_seed(seed + r)
                 if batched:
-                    correct, n = _count_batched(model, forward or model, batches, sigmas, autocast, site, chunk, device)
+                    correct, n = _count_batched(model, forward or model, batches, sigmas, autocast, site, chunk, device,
+                                                on_step)
                 else:
-                    correct, n = _count_loop(model, forward or model, batches, sigmas, autocast, site, device)
+                    correct, n = _count_loop(model, forward or model, batches, sigmas, autocast, site, device, on_step)
                 if n == 0:
                     raise ValueError("sweep: the test batches are empty")
                 for s, c in zip(sigmas, correct):
@@ -90,7 +94,8 @@ def _set(model, sigma, site):
     set_sigma_(model, sigma if site is None else {site: sigma})
 
 
-def _count_loop(model, forward, batches, sigmas: list[float], autocast: bool, site, device) -> tuple[list[int], int]:
+def _count_loop(model, forward, batches, sigmas: list[float], autocast: bool, site, device,
+                on_step=None) -> tuple[list[int], int]:
     correct, n = [], 0
     for s in sigmas:
         _set(model, s, site)
@@ -100,12 +105,14 @@ def _count_loop(model, forward, batches, sigmas: list[float], autocast: bool, si
             x, y = x.to(device), y.to(device)
             c += (_forward(forward, x, autocast).argmax(1) == y).sum()
             n += len(y)
+            if on_step is not None:
+                on_step(len(y))
         correct.append(c)
     return [int(c) for c in correct], n
 
 
 def _count_batched(model, forward, batches, sigmas: list[float], autocast: bool, site, size: int,
-                   device) -> tuple[list[int], int]:
+                   device, on_step=None) -> tuple[list[int], int]:
     k = len(sigmas)
     # images per forward stays near `size`: split the chunk across the sigmas
     per = max(1, size // k)
@@ -123,6 +130,8 @@ def _count_batched(model, forward, batches, sigmas: list[float], autocast: bool,
             xk = xk.contiguous(memory_format=torch.channels_last)
         pred = _forward(forward, xk, autocast).argmax(1)
         correct += (pred.view(k, b) == y.view(1, b)).sum(1)
+        if on_step is not None:
+            on_step(k * b)
     return correct.tolist(), n
 
 

@@ -1,7 +1,7 @@
 """Runs: one directory per trained model, named by a hash of its resolved config, that explains itself.
 
     runs/<label>-<hash>/
-        config.yaml      resolved config + library versions, git commit, device
+        config.yaml      resolved config + library versions, vant's commit (or installed version), device
         epochs.csv       one row per epoch (loss, accuracy, test accuracy at sigma_train, speed)
         checkpoint.pt    plain dict: model, optimizer, scheduler, sampler/RNG states, epoch, config, config hash
         sweep.csv        one row per (sigma, repeat, seed) of noisy evaluation, every repeat kept
@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import subprocess
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,37 +32,21 @@ import yaml
 from torch import nn
 
 from .. import __version__
-from ..config import ConfigError, RunConfig, config_hash, from_dict, resolve, to_dict
+from ..config import ConfigError, RunConfig, config_hash, resolve, to_dict
 from ..core.inject import inject_noise_
 from ..core.metrics import auc, mean_std_ci
 from ..core.samplers import make_sampler
 from ..data import ArrayData, DeviceBatches, check_dataset_name, load_dataset
 from ..models import check_model, create_model, model_info, registered
 from ..plots import accuracy_vs_sigma, training_curves
+from . import provenance
 from .evaluate import sweep
+# the run directory's names and readers live in .rundir (no torch); re-exported here as before
+from .rundir import (EPOCH_FIELDS, EPOCH_NUMERIC, SWEEP_FIELDS, SWEEP_NUMERIC, Run, _missing_rows, eval_sigmas, is_done,
+                     label, run_dir)
 from .loggers import Trackers, check_trackers, open_trackers
 from .store import CheckpointError, RunBusy, load_checkpoint, load_model_state, lock, read_csv, write_csv, write_text_atomic
 from .train import TrainingDiverged, fit
-
-SWEEP_FIELDS = ["sigma", "repeat", "seed", "correct", "total", "accuracy", "mode"]
-SWEEP_NUMERIC = [f for f in SWEEP_FIELDS if f != "mode"]
-EPOCH_FIELDS = ["epoch", "lr", "train_loss", "train_acc", "test_acc", "test_sigma", "sigma_mean", "seconds", "images_per_s"]
-EPOCH_NUMERIC = ["epoch", "train_loss", "train_acc", "test_acc", "seconds"]  # what summaries and figures read
-
-
-def label(cfg: RunConfig) -> str:
-    if cfg.name:
-        return cfg.name
-    t = cfg.train
-    m = t.method if t.method == "clean" else f"{t.method}{t.sigma:g}"
-    if t.method == "vant":
-        m += f"-a{t.alpha:g}-t{t.theta:g}"
-    q = cfg.model.quant_bits
-    if q is not None:  # QAT: w4a4, plus the constant activation step if there is one
-        m += f"-w{q}a{q}" + (f"-s{cfg.model.quant_act_scale:g}" if cfg.model.quant_act_scale is not None else "")
-    if t.optimizer == "sam":
-        m += f"-{'asam' if t.sam_adaptive else 'sam'}{t.sam_rho:g}"
-    return f"{cfg.model.name.replace(':', '_')}-{cfg.data.name.replace(':', '_')}-{m}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,107 +146,14 @@ def train_run(model: nn.Module, data: ArrayData, cfg: RunConfig, checkpoint: Pat
         raise TrainingDiverged(f"{e}; method={t.method}, sigma_train={t.sigma:g}") from None
 
 
-def run_dir(cfg: RunConfig) -> Path:
-    """Where the (resolved) config's run lives."""
-    return Path(os.path.expanduser(cfg.out_dir)) / f"{label(cfg)}-{config_hash(cfg)}"
-
-
 def _versions() -> dict:
     import torchvision
 
     meta = dict(vant=__version__, torch=str(torch.__version__), torchvision=str(torchvision.__version__),
                 python=platform.python_version(), platform=platform.platform(),
                 cpu_capability=torch.backends.cpu.get_cpu_capability())  # the vector ISA torch's CPU kernels use
-    try:
-        src = Path(__file__).resolve().parents[2]
-        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-        if commit.returncode == 0:
-            meta["git_commit"] = commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    meta.update(provenance.source())  # vant's own commit, or the installed distribution: not a host repository's
     return meta
-
-
-@dataclass
-class Run:
-    """A run directory and what is stored in it."""
-
-    path: Path
-
-    def _stored(self) -> dict:
-        path = self.path / "config.yaml"
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); restore it or delete the run "
-                              f"directory {self.path}") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
-            raise ConfigError(f"{path} holds no 'config' mapping; restore it or delete the run directory {self.path}")
-        return raw
-
-    @property
-    def config(self) -> RunConfig:
-        path = self.path / "config.yaml"
-        try:
-            return from_dict(RunConfig, self._stored()["config"])
-        except ConfigError as e:
-            if str(e).startswith(str(path)):
-                raise
-            raise ConfigError(f"{path}: {e}; restore it or delete the run directory {self.path}") from None
-
-    @property
-    def meta(self) -> dict:
-        meta = self._stored().get("meta")
-        return meta if isinstance(meta, dict) else {}
-
-    def epochs(self) -> list[dict]:
-        return read_csv(self.path / "epochs.csv", EPOCH_NUMERIC)
-
-    def rows(self) -> list[dict]:
-        return read_csv(self.path / "sweep.csv", SWEEP_NUMERIC)
-
-    def summary(self) -> dict:
-        path = self.path / "summary.json"
-        try:
-            summary = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-            raise CheckpointError(f"{path} is not valid JSON ({str(e).splitlines()[0]}); delete it and run "
-                                  f"`vant sweep {self.path}` to write it again") from None
-        if not isinstance(summary, dict) or not isinstance(summary.get("eval"), dict):
-            raise CheckpointError(f"{path} is not a run summary; delete it and run `vant sweep {self.path}` "
-                                  "to write it again")
-        return summary
-
-    @property
-    def trained(self) -> bool:
-        done = self.path / "trained"
-        return done.is_file()
-
-    @classmethod
-    def open(cls, path: str | Path) -> "Run":
-        p = Path(path)
-        if not (p / "config.yaml").is_file():
-            raise FileNotFoundError(f"{p} is not a run directory (no config.yaml)")
-        return cls(p)
-
-
-def eval_sigmas(cfg: RunConfig) -> list[float]:
-    """What a summary needs: the grid, sigma = 0 (clean accuracy) and sigma_train."""
-    extra = [0.0] + ([cfg.train.sigma] if cfg.train.method != "clean" else [])
-    return sorted(set(cfg.eval.sigmas) | set(extra))
-
-
-def _missing_rows(cfg: RunConfig, rows: list[dict]) -> dict[int, list[float]]:
-    have = {(round(r["sigma"], 9), r["repeat"], r["seed"]) for r in rows}
-    todo: dict[int, list[float]] = {}
-    for s in eval_sigmas(cfg):
-        reps = 1 if s == 0 else cfg.eval.repeats  # clean evaluation is deterministic
-        for r in range(reps):
-            if (round(s, 9), r, cfg.eval.seed + r) not in have:
-                todo.setdefault(r, []).append(s)
-    return todo
 
 
 def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool = False) -> Run:
@@ -318,11 +206,27 @@ def _train_and_sweep(cfg: RunConfig, run: Run, path: Path, data: ArrayData, mode
         if todo:
             test = make_batches(cfg, data, device, train=False)
             autocast = cfg.train.amp and device.type == "cuda"
-            for r, sig in sorted(todo.items()):
-                rows += sweep(model, test, sig, [r], cfg.eval.seed, batched=cfg.eval.batched, autocast=autocast)
-                write_csv(path / "sweep.csv", rows, SWEEP_FIELDS)
+            bar = _sweep_bar(cfg, todo, len(data.test_x)) if progress else None
+            try:
+                for r, sig in sorted(todo.items()):
+                    rows += sweep(model, test, sig, [r], cfg.eval.seed, batched=cfg.eval.batched, autocast=autocast,
+                                  on_step=bar.update if bar is not None else None)
+                    write_csv(path / "sweep.csv", rows, SWEEP_FIELDS)
+            finally:
+                if bar is not None:
+                    bar.close()
         summary = _summarise(run, cfg)
         trackers.end(summary, run.epochs(), sorted((path / "figures").glob("*.png")))
+
+
+def _sweep_bar(cfg: RunConfig, todo: dict[int, list[float]], n_test: int):
+    """The final sweep's progress bar (stderr): test images evaluated, counted once per sigma, with
+    tqdm's elapsed time and estimate; shown on a terminal and written as plain updates elsewhere."""
+    from tqdm.auto import tqdm
+
+    sigmas = sum(len(s) for s in todo.values())
+    return tqdm(total=sigmas * n_test, unit="img", unit_scale=True, dynamic_ncols=True, leave=False,
+                desc=f"sweep {sigmas} (sigma, repeat) points", mininterval=1.0)
 
 
 def _load_weights(model: nn.Module, run: Run, cfg: RunConfig) -> None:
@@ -374,12 +278,6 @@ def curve(rows: list[dict], sigmas: list[float], seed: int, repeats: int) -> dic
         for k, v in (("sigmas", s), ("mean", m), ("std", sd), ("ci95", ci), ("n", len(vals))):
             out[k].append(v)
     return out
-
-
-def is_done(cfg: RunConfig) -> bool:
-    """True when the (resolved) config's run is trained and holds every evaluation row it asks for."""
-    run = Run(run_dir(cfg))
-    return run.trained and not _missing_rows(cfg, run.rows())
 
 
 def summary_of(run: Run, cfg: RunConfig) -> dict:

@@ -7,18 +7,22 @@ Nothing read from a run directory executes: a checkpoint holds only plain contai
 strings and tensors and is loaded with ``torch.load(..., weights_only=True)`` (a pickle naming any
 other callable is refused before it runs). A file that does not parse, or a checkpoint that does not
 belong to its run, is a one-line :class:`CheckpointError` naming the file and what to do.
+
+torch is imported by the functions that read or write checkpoints only, so the light readers here
+(CSV rows, the lock) serve ``vant list`` without it.
 """
 from __future__ import annotations
 
 import csv
-import fcntl
 import os
 import warnings
 from contextlib import contextmanager
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class RunBusy(RuntimeError):
@@ -87,19 +91,27 @@ def _bad_csv(path: Path, why: str) -> CheckpointError:
 
 @contextmanager
 def lock(directory: Path, what: str = "run"):
-    """Hold ``directory/.lock`` exclusively, or raise :class:`RunBusy` at once."""
-    fd = os.open(directory / ".lock", os.O_CREAT | os.O_RDWR)
+    """Hold ``directory/.lock`` exclusively, or raise :class:`RunBusy` at once.
+
+    An OS lock through ``filelock`` (``flock`` on POSIX, ``msvcrt`` on Windows): the operating
+    system releases it when the process dies, so a killed run never leaves its directory locked.
+    """
+    from filelock import FileLock, Timeout  # imported here: a light command never needs it
+
+    held = FileLock(str(Path(directory) / ".lock"), timeout=0)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunBusy(f"{what} {directory} is being worked on by another process") from None
+        held.acquire()
+    except Timeout:
+        raise RunBusy(f"{what} {directory} is being worked on by another process") from None
+    try:
         yield
     finally:
-        os.close(fd)
+        held.release()
 
 
 def save_atomic(obj, path: Path) -> None:
+    import torch
+
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -118,6 +130,8 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", *, expect_ha
     :class:`CheckpointError` naming the file and ending with ``advice`` (default: delete the file to
     train from scratch).
     """
+    import torch
+
     advice = advice or f"delete {path} to train from scratch"
     try:
         with warnings.catch_warnings():  # torch warns about a foreign pickle protocol; the error below says more
@@ -141,6 +155,8 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", *, expect_ha
 
 
 def _shape_problem(ckpt: dict) -> str | None:
+    import torch
+
     for key in CHECKPOINT_KEYS:
         if key not in ckpt:
             return f"no {key!r}"
