@@ -11,7 +11,7 @@ except ImportError:  # Python 3.10: pytest itself depends on tomli there
 
 ROOT = Path(__file__).resolve().parent.parent
 #: import name -> distribution name, where they differ
-DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow"}
+DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow", "mlflow": "mlflow-skinny"}
 #: standard library on newer Pythons only; vant imports them with a fallback for 3.10
 NEWER_STDLIB = ("tomllib",)
 
@@ -46,7 +46,7 @@ def test_every_third_party_import_is_declared():
     missing = {m: f for m, f in third_party.items() if DISTRIBUTION.get(m, m).lower() not in declared | extras}
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
     optional = {m for m in third_party if DISTRIBUTION.get(m, m).lower() not in declared}
-    assert optional == {"brevitas", "ray", "shtab"}, optional  # each behind an extra and imported on use only
+    assert optional == {"brevitas", "ray", "shtab", "timm", "lightning", "submitit", "mlflow", "pyarrow"}, optional  # each behind an extra and imported on use only
 
 
 def test_license_and_typed_marker_are_packaged():

@@ -167,6 +167,8 @@ def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     order, so the result does not depend on the thread count or the machine: a float32 ``mean`` over
     the whole set is summed in an order that follows the threads, and its last bit moved every number
     of a run started with OMP_NUM_THREADS=1 instead of 2. A std below 1e-3 is raised to 1e-3."""
+    import torch
+
     if x.dtype != torch.uint8 or x.dim() != 4:
         raise ValueError(f"channel_stats needs uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
     levels = np.arange(256, dtype=np.float64) / 255.0
