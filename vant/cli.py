@@ -257,6 +257,37 @@ def _evaluate_device(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    """``vant calibrate``: the σ an aihwkit device model puts on each layer of a run, as a vant scenario."""
+    import shutil
+
+    from .scenarios.analog import DEFAULT_TIMES, device_model, parse_times
+    from .scenarios.calibrate import calibrate, format_calibration, format_prediction, predict
+
+    dm = device_model(args.device_model, args.device_option or [])
+    times = parse_times(args.times) if args.times else list(DEFAULT_TIMES)
+    for opt in ("images", "eval_images"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            raise ValueError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(args, opt)}")
+    print(dm.describe())
+    cal = calibrate(args.run, dm, times, repeats=args.repeats, seed=args.seed,
+                    images=args.images or 500, progress=not args.quiet)
+    print(f"\nsigma of (analog - exact) per layer output [activation units], mean over {cal['repeats']} chips, "
+          f"{cal['images']} training images:")
+    print(format_calibration(cal))
+    print(f"\n{cal['scenario']}\nscenario: {cal['scenario_file']}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cal["scenario_file"], args.output)
+        print(f"copied to {args.output}")
+    fit = cal["vant_fit"]
+    print("VANT fitted to it: vant train <the run's settings> " + " ".join(f"{k}={v}" for k, v in fit.items()))
+    if args.predict:
+        print(f"\nvant's noise at the calibrated sigma vs aihwkit, same chips:")
+        print(format_prediction(predict(args.run, dm, cal, images=args.eval_images, progress=not args.quiet)))
+    return 0
+
+
 def cmd_sensitivity(args) -> int:
     from .scenarios.sensitivity import format_table, log_grid, sensitivity
 
@@ -373,6 +404,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device")
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+
+    ca = sub.add_parser("calibrate", help="measure the noise an aihwkit device model puts on each layer of a run "
+                        "and write it as a vant scenario (sigma per chip and time)")
+    ca.add_argument("run", help="run directory")
+    ca.add_argument("--device-model", default="pcm", choices=["pcm"], help="aihwkit device model (default pcm)")
+    ca.add_argument("--times", help="seconds after programming, comma-separated (default 1,3600,86400,2592000,31536000)")
+    ca.add_argument("-D", "--device-option", action="append", metavar="KEY=VALUE",
+                    help="device-model setting, e.g. -D drift_compensation=false (see vant evaluate --help)")
+    ca.add_argument("--repeats", type=int, default=3, help="programmed chips")
+    ca.add_argument("--seed", type=int, help="seed of chip 0 (default: the run's eval.seed)")
+    ca.add_argument("--images", type=int, help="training images pushed through each layer (default 500)")
+    ca.add_argument("-o", "--output", help="also copy the scenario YAML here")
+    ca.add_argument("--predict", action="store_true", help="also compare vant's accuracy at the calibrated sigma "
+                    "with the aihwkit accuracy of the same chips (runs vant evaluate --device-model if needed)")
+    ca.add_argument("--eval-images", type=int, help="--predict: test images (a fixed seeded subset; default all)")
+    ca.add_argument("-q", "--quiet", action="store_true")
+    ca.set_defaults(func=cmd_calibrate)
 
     se = sub.add_parser("sensitivity", help="walking noise: noise at one site at a time, sigma_mid per site")
     se.add_argument("run", help="run directory")
