@@ -242,7 +242,7 @@ def _evaluate_device(args) -> int:
             print(f"vant: error: --{opt} does not apply to --device-model (it runs on the CPU)", file=sys.stderr)
             return 2
     print(dm.describe())
-    out = args.out_dir or (None if len(args.runs) == 1 else f"runs/compare-{dm.name}")
+    out = args.out_dir or (None if len(args.runs) == 1 else f"runs/compare-{dm.name}-{dm.key()}")
     result = compare_on_device(args.runs, dm, out_dir=out, progress=not args.quiet, times=times,
                                repeats=args.repeats, seed=args.seed, images=args.images)
     for s in result["rows"]:
@@ -400,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threshold", type=float, help="accuracy [%%]: report the share of device-time below it")
     ev.add_argument("--worst", type=float, default=0.05, help="share of device-time for the worst-case accuracy")
     ev.add_argument("-o", "--out-dir", help="where the comparison table and figure go (default for several runs: "
-                    "runs/compare-<scenario>; one run: its scenarios/ folder)")
+                    "runs/compare-<scenario>, or runs/compare-pcm-<key of the device settings>; one run: its "
+                    "scenarios/ or analog/ folder)")
     ev.add_argument("--device")
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
