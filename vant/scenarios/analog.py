@@ -388,6 +388,7 @@ def evaluate_device(run: Run | str | Path, dm: DeviceModel, times: Sequence[floa
         stored = run.summary() if (run.path / "summary.json").is_file() else {}
         cfg = run.config
         summary.update(run=run.path.name, run_path=str(run.path), method=cfg.train.method, sigma_train=cfg.train.sigma,
+                       alpha=cfg.train.alpha, theta=cfg.train.theta,
                        device=dataclasses.asdict(dm), describe=dm.describe(), images=reference["total"],
                        digital_accuracy=reference["accuracy"], clean_accuracy=stored.get("clean_accuracy"))
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
@@ -440,8 +441,14 @@ def compare_on_device(runs: Sequence[Run | str | Path], dm: DeviceModel, labels:
 
 
 def run_label(s: dict) -> str:
-    return "clean" if s["method"] == "clean" else f"{s['method'].upper() if s['method'] != 'empirical' else 'empirical'}" \
-        f"@{s['sigma_train']:g}"
+    """clean, NT@1, VANT@1 (α 0.45, θ 0.4), empirical@0.5: what a table row calls a run."""
+    m = s["method"]
+    if m == "clean":
+        return "clean"
+    label = f"{'empirical' if m == 'empirical' else m.upper()}@{s['sigma_train']:g}"
+    if m == "vant" and s.get("alpha") is not None and s.get("theta") is not None:
+        label += f" (α {s['alpha']:.3g}, θ {s['theta']:.3g})"
+    return label
 
 
 def format_table(summaries: Sequence[dict]) -> str:
