@@ -203,6 +203,15 @@ def test_evaluate_device_model_writes_rows_and_reuses_them(trained_run, tmp_path
         assert main(argv) == 0
     assert capsys.readouterr().out == first and (folder / "rows.csv").read_text() == rows
 
+    assert json.loads((folder / "device.json").read_text())["aihwkit"] == analog.aihwkit_version()
+    meta = json.loads((folder / "device.json").read_text())
+    (folder / "device.json").write_text(json.dumps(dict(meta, aihwkit="0.0.1")))
+    with pytest.raises(analog.CheckpointError, match="computed with aihwkit 0.0.1"):  # no mixing of versions
+        analog.evaluate_device(run, DeviceModel(), [1, 60], repeats=2, images=120, progress=False)
+    assert analog.evaluate_device(run, DeviceModel(), [1, 3600], repeats=2, images=120, progress=False)["aihwkit"] \
+        == "0.0.1"  # what is stored is still read
+    (folder / "device.json").write_text(json.dumps(meta))
+
     drifted = []
     real_drift = analog.drift_
     monkeypatch.setattr(analog, "drift_", lambda a, t: (drifted.append(t), real_drift(a, t)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,7 +40,7 @@ from ..core.inject import remove_noise_
 from ..core.noise import NoiseSite
 from ..core.metrics import mean_std_ci
 from ..pipeline.runs import Run, load_trained, run_threads
-from ..pipeline.store import lock, read_csv, write_csv, write_text_atomic
+from ..pipeline.store import CheckpointError, lock, read_csv, write_csv, write_text_atomic
 from ..tables import fmt, markdown
 
 #: The times of the issue's question, in seconds after programming: 1 s, 1 h, 1 day, 30 days, 1 year.
@@ -349,13 +350,13 @@ def evaluate_device(run: Run | str | Path, dm: DeviceModel, times: Sequence[floa
     out = device_dir(run, dm, seed, images)
     out.mkdir(parents=True, exist_ok=True)
     with lock(out), torch.random.fork_rng(devices=[]), run_threads(run.config, torch.device("cpu")):
-        write_text_atomic(out / "device.json", json.dumps(dict(device=dataclasses.asdict(dm), describe=dm.describe(),
-                                                                seed=seed, images=images, chunk=CHUNK), indent=2))
         rows = read_csv(out / "rows.csv", ROW_NUMERIC)
         todo = _missing(rows, times, repeats, seed)
         reference = _read_json(out / "reference.json")
         if todo or reference is None:
             require_aihwkit()
+            same_backend(out, bool(rows), dict(device=dataclasses.asdict(dm), describe=dm.describe(), seed=seed,
+                                                images=images, chunk=CHUNK))
             model, test, _ = load_trained(run, "cpu")
             index = eval_subset(len(test.y), images)
             if reference is None:
@@ -390,11 +391,30 @@ def evaluate_device(run: Run | str | Path, dm: DeviceModel, times: Sequence[floa
         summary.update(run=run.path.name, run_path=str(run.path), method=cfg.train.method, sigma_train=cfg.train.sigma,
                        alpha=cfg.train.alpha, theta=cfg.train.theta,
                        device=dataclasses.asdict(dm), describe=dm.describe(), images=reference["total"],
+                       aihwkit=(_read_json(out / "device.json") or {}).get("aihwkit"),
                        digital_accuracy=reference["accuracy"], clean_accuracy=stored.get("clean_accuracy"))
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
         device_figure([(run.path.name, summary)], out / "accuracy_vs_time.png", title=dm.describe())
     summary["dir"] = str(out)
     return summary
+
+
+def aihwkit_version() -> str | None:
+    try:
+        return importlib.metadata.version("aihwkit")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def same_backend(folder: Path, has_rows: bool, meta: dict) -> None:
+    """Record the aihwkit version in ``folder/device.json`` before rows are added, and refuse to add
+    rows beside rows that another aihwkit version computed (reading them needs no aihwkit)."""
+    stored = _read_json(folder / "device.json") or {}
+    have, now = stored.get("aihwkit"), aihwkit_version()
+    if has_rows and have is not None and have != now:
+        raise CheckpointError(f"{folder} holds rows computed with aihwkit {have}, and aihwkit {now} is installed; "
+                              f"install aihwkit=={have} or delete that folder to compute them all again")
+    write_text_atomic(folder / "device.json", json.dumps(dict(meta, aihwkit=now), indent=2))
 
 
 def _read_json(path: Path):
@@ -494,4 +514,4 @@ def device_figure(items: Sequence[tuple[str, dict]], path: Path, title: str = ""
 
 __all__ = ["DeviceModel", "DEFAULT_TIMES", "device_model", "parse_times", "time_label", "cell_seed", "rpu_config",
            "to_analog", "plain_copy", "program_", "drift_", "evaluate_device", "compare_on_device", "format_table",
-           "device_figure", "require_aihwkit", "device_dir", "eval_subset"]
+           "device_figure", "require_aihwkit", "device_dir", "eval_subset", "same_backend", "aihwkit_version"]

@@ -46,7 +46,7 @@ from ..pipeline.runs import Run, load_trained, run_threads
 from ..pipeline.store import lock, read_csv, write_csv, write_text_atomic
 from ..tables import fmt, markdown
 from .analog import (CHUNK, DEFAULT_TIMES, DeviceModel, cell_seed, count_correct, drift_, eval_subset, evaluate_device,
-                     parse_times, plain_copy, program_, require_aihwkit, time_label, to_analog)
+                     parse_times, plain_copy, program_, require_aihwkit, same_backend, time_label, to_analog)
 from .fit import scenario_settings
 from .spec import Scenario, save_scenario, scenario_from_dict
 
@@ -149,6 +149,8 @@ def calibrate(run: Run | str | Path, dm: DeviceModel, times: Sequence[float] = D
         todo = {r: ts for r, ts in todo.items() if ts}
         if todo:
             require_aihwkit()
+            same_backend(out, bool(rows), dict(device=dataclasses.asdict(dm), describe=dm.describe(), seed=seed,
+                                                images=images, chunk=CHUNK))
             model, test, data = load_trained(run, "cpu")
             plain = plain_copy(model)
             layers = analog_layers(plain)
