@@ -4,6 +4,11 @@
     python bench/speed.py --device cpu --models lenet5,resnet18 --rounds 7
     python bench/speed.py --device cuda          # LeNet-5, ResNet-18 and ResNet-50, eager and compiled
     python bench/speed.py --quick                # a smoke run: a few steps of everything
+    python bench/speed.py --device cpu --models lenet5 --peers lightning,aihwkit   # IBM's toolkits beside vant
+
+With ``--peers``, the same rounds also time the peers of bench/peers.py on the same model, batch
+and machine: aihwkit-lightning's hardware-aware training and aihwkit's pure-torch inference tile
+(training and inference), so one JSON holds vant's rows and theirs (installing them: bench/peers.py).
 
 Models and shapes are the paper's: LeNet-5 and ResNet-18 on CIFAR-10 (3x32x32, 10 classes) and
 ResNet-50 on Tiny ImageNet (3x64x64, 200 classes), batch 128, every paper site noisy. The data are
@@ -41,6 +46,9 @@ from vant.core.compile import compile_noisy  # noqa: E402
 from vant.core.noise import additive, cpu_noise_threads, normal_, set_cpu_noise_threads  # noqa: E402
 from vant.core.samplers import make_sampler  # noqa: E402
 from vant.pipeline.train import train_step  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402  (bench/peers.py: imports its toolkits only when asked)
 
 #: name -> (image side, classes): the paper's pairings (CIFAR-10, Tiny ImageNet)
 SHAPES = {"lenet5": (32, 10), "resnet18": (32, 10), "resnet50": (64, 200)}
@@ -85,6 +93,15 @@ class Network:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3,
                                           fused=True if device.type == "cuda" else None)
         self.forward = compile_noisy(self.model, device) if mode == "compiled" else self.model
+
+
+class PeerNetwork:
+    """A peer's hardware-aware training (bench/peers.py) of the same plain model, same init."""
+
+    def __init__(self, name: str, peer: str, device: torch.device):
+        plain = build(name, False, device)
+        self.model, self.optimizer = peers.training_peer(peer, plain)
+        self.forward = self.model
 
 
 class Trainer:
@@ -229,6 +246,9 @@ def bench_model(name: str, args, device: torch.device, budget: Budget) -> dict:
     for mode in modes(args, budget, f"{name} train"):
         clean, noisy = Network(name, False, mode, device), Network(name, True, mode, device)
         trainers = {m: Trainer(clean if m == "clean" else noisy, m, device, train_batches) for m in METHODS}
+        if mode == "eager":  # the peers run eagerly, as their toolkits do on the CPU
+            for peer in args.peers:
+                trainers[f"{peer}-hwa"] = Trainer(PeerNetwork(name, peer, device), "clean", device, train_batches)
         got = timer.measure({m: (lambda t=t: t.run(steps)) for m, t in trainers.items()},
                             work=steps * args.batch, rounds=args.rounds)
         for m, r in got.items():
@@ -267,8 +287,17 @@ def bench_model(name: str, args, device: torch.device, budget: Budget) -> dict:
                 fwd = compile_noisy(model, device) if mode == "compiled" else model
                 variants["noisy" if noisy else "clean"] = infer_fn(fwd, xb, device, args.infer_steps)
             # model and fwd are now the noisy ones, which the sweep below uses
+            if mode == "eager":
+                for peer in args.peers:
+                    for label, kw in ((f"{peer}", {}),) + (((f"{peer}-vant-conv", {"vant_conv": True}),)
+                                                           if peer == "aihwkit" else ()):
+                        torch.manual_seed(0)
+                        plain = create_model(name, num_classes=classes).to(device)
+                        variants[label] = infer_fn(peers.inference_peer(peer, plain, **kw), xb, device, args.infer_steps)
             got = timer.measure(variants, work=args.infer_steps * infer_batch, rounds=args.rounds)
-            got["noisy"]["vs_clean"] = paired_ratio(got["noisy"], got["clean"])
+            for v in got:
+                if v != "clean":
+                    got[v]["vs_clean"] = paired_ratio(got[v], got["clean"])
             for v, r in got.items():
                 res["infer"][f"{v}/{mode}"] = r
             if not budget.allow(f"{name} sweep {mode}"):
@@ -336,13 +365,13 @@ def table1_cost(r18: dict, mode: str) -> dict | None:
 
 def report(out: dict, device: torch.device) -> None:
     unit = "GPU" if device.type == "cuda" else "CPU"
-    print(f"\n{'':24s}{'images/s':>12s}{'vs clean':>10s}{'first call s':>14s}")
+    print(f"\n{'':34s}{'images/s':>12s}{'vs clean':>10s}{'first call s':>14s}")
     for name, r in out["models"].items():
         print(f"{name}")
         for sect in ("train", "infer"):
             for label, v in r.get(sect, {}).items():
                 ips = v.get("images_per_s")
-                print(f"  {sect:6s}{label:16s}{ips if ips is not None else float('nan'):12.1f}"
+                print(f"  {sect:6s}{label:26s}{ips if ips is not None else float('nan'):12.1f}"
                       f"{v.get('vs_clean') or float('nan'):10.3f}{v.get('first_call_s', float('nan')):14.1f}")
         if "train_vant_compiled_vs_eager" in r:
             print(f"  VANT training, compiled vs eager: {r['train_vant_compiled_vs_eager']:.2f}x")
@@ -386,6 +415,8 @@ def main(argv=None) -> int:
                    help="CPU threads sharing the chunks of one site's draw (default: the torch threads; 1: the same values, one thread)")
     p.add_argument("--budget", type=float, default=float("inf"), help="seconds after which remaining parts are skipped")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of a few steps, small sweep")
+    p.add_argument("--peers", default="", help="comma list of lightning,aihwkit: time IBM's toolkits in the same "
+                   "rounds (eager; installing them: bench/peers.py)")
     p.add_argument("--out", default=None, help="JSON file (default bench/results/speed-<device>.json)")
     args = p.parse_args(argv)
 
@@ -411,6 +442,8 @@ def main(argv=None) -> int:
     args.sweep_forward = args.sweep_forward or (8192 if cuda else 1000)
     args.sweep_rounds = args.sweep_rounds or (1 if (q or not cuda) else 3)
     args.skip_eval = {m: True for m in args.no_eval.split(",") if m}
+    args.peers = [x for x in args.peers.split(",") if x]
+    peers.check(args.peers)
     for m in args.models:
         if m not in SHAPES:
             p.error(f"unknown model {m!r}; choose from {sorted(SHAPES)}")
@@ -425,7 +458,7 @@ def main(argv=None) -> int:
                device_name=torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
                cpu_threads=torch.get_num_threads(), cpu_noise_threads=cpu_noise_threads(), cpu_count=os.cpu_count(),
                gomp_spincount=os.environ.get("GOMP_SPINCOUNT"),
-               load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None,
+               load_avg=os.getloadavg() if hasattr(os, "getloadavg") else None, peers=peers.versions(args.peers),
                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     print(f"vant speed benchmark on {env['device_name']} ({device}), torch {env['torch']}, "
           f"{env['cpu_threads']} CPU threads ({env['cpu_noise_threads']} drawing noise, GOMP_SPINCOUNT "

@@ -254,6 +254,14 @@ def cmd_collect(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    if (args.scenario is None) == (args.device_model is None):
+        print("vant: error: evaluate needs either --scenario or --device-model", file=sys.stderr)
+        return 2
+    if args.device_model is not None:
+        return _evaluate_device(args)
+    if args.device_option or args.times or args.images is not None:
+        print("vant: error: --times, -D/--device-option and --images go with --device-model", file=sys.stderr)
+        return 2
     from .scenarios.evaluate import compare_on_scenario, format_table
     from .scenarios.spec import load_scenario
 
@@ -266,6 +274,65 @@ def cmd_evaluate(args) -> int:
     print(format_table(result["rows"]))
     where = result.get("report_dir") or result["rows"][0]["dir"]
     print(f"\nfigure: {where}/scenario.png   rows and summary: " + ", ".join(r["dir"] for r in result["rows"]))
+    return 0
+
+
+def _evaluate_device(args) -> int:
+    """``vant evaluate --device-model``: the runs on an aihwkit device model over time after programming."""
+    from .scenarios.analog import DEFAULT_TIMES, compare_on_device, device_model, parse_times
+
+    dm = device_model(args.device_model, args.device_option or [])
+    times = parse_times(args.times) if args.times else list(DEFAULT_TIMES)
+    if args.images is not None and args.images < 1:
+        raise ValueError(f"--images must be >= 1, got {args.images}")
+    for opt in ("threshold", "device"):
+        if getattr(args, opt) is not None:
+            print(f"vant: error: --{opt} does not apply to --device-model (it runs on the CPU)", file=sys.stderr)
+            return 2
+    print(dm.describe())
+    out = args.out_dir or (None if len(args.runs) == 1 else f"runs/compare-{dm.name}-{dm.key()}")
+    result = compare_on_device(args.runs, dm, out_dir=out, progress=not args.quiet, times=times,
+                               repeats=args.repeats, seed=args.seed, images=args.images)
+    for s in result["rows"]:
+        p = s["per_time"]
+        print(f"\n{s['label']} ({s['run']}): vant sigma=0 accuracy {s['digital_accuracy']:.2f} % on {s['images']} images")
+        print(f"{'time [s]':>10} {'':>6} {'acc mean':>9} {'std':>6}   (n={s['repeats']} chips, seeds "
+              f"{s['seed']}..{s['seed'] + s['repeats'] - 1})")
+        for t, lab, m, sd in zip(p["t"], p["label"], p["mean"], p["std"]):
+            print(f"{t:10.4g} {lab:>6} {m:9.2f} {sd:6.2f}")
+    where = result.get("report_dir") or result["rows"][0]["dir"]
+    print(f"\nfigure: {where}/accuracy_vs_time.png   rows: " + ", ".join(r["dir"] for r in result["rows"]))
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    """``vant calibrate``: the σ an aihwkit device model puts on each layer of a run, as a vant scenario."""
+    import shutil
+
+    from .scenarios.analog import DEFAULT_TIMES, device_model, parse_times
+    from .scenarios.calibrate import calibrate, format_calibration, format_prediction, predict
+
+    dm = device_model(args.device_model, args.device_option or [])
+    times = parse_times(args.times) if args.times else list(DEFAULT_TIMES)
+    for opt in ("images", "eval_images"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            raise ValueError(f"--{opt.replace('_', '-')} must be >= 1, got {getattr(args, opt)}")
+    print(dm.describe())
+    cal = calibrate(args.run, dm, times, repeats=args.repeats, seed=args.seed,
+                    images=args.images or 500, progress=not args.quiet)
+    print(f"\nsigma of (analog - exact) per layer output [activation units], mean over {cal['repeats']} chips, "
+          f"{cal['images']} training images:")
+    print(format_calibration(cal))
+    print(f"\n{cal['scenario']}\nscenario: {cal['scenario_file']}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cal["scenario_file"], args.output)
+        print(f"copied to {args.output}")
+    fit = cal["vant_fit"]
+    print("VANT fitted to it: vant train <the run's settings> " + " ".join(f"{k}={v}" for k, v in fit.items()))
+    if args.predict:
+        print(f"\nvant's noise at the calibrated sigma vs aihwkit, same chips:")
+        print(format_prediction(predict(args.run, dm, cal, images=args.eval_images, progress=not args.quiet)))
     return 0
 
 
@@ -388,18 +455,46 @@ def build_parser() -> argparse.ArgumentParser:
                    "clean vs NT vs 4-bit QAT vs SAM (Fig. 3), best SAM rho and QAT scale by AUC",
                    "variants.SAM.grid.train.sam_rho=[0.5] base.train.epochs=10")
 
-    ev = sub.add_parser("evaluate", help="evaluate runs on a noise scenario (fleet of devices, drift over time)")
+    ev = sub.add_parser("evaluate", help="evaluate runs on a noise scenario (fleet of devices, drift over time), "
+                        "or on an aihwkit device model over time after programming")
     ev.add_argument("runs", nargs="+", help="run directories (several: one table and figure)")
-    ev.add_argument("--scenario", required=True, help="scenario YAML file, or a bundled name (vant list scenarios)")
+    ev.add_argument("--scenario", help="scenario YAML file, or a bundled name (vant list scenarios)")
+    ev.add_argument("--device-model", choices=["pcm"], help="evaluate on aihwkit's PCM inference model instead "
+                    '(vant\'s noise off; needs pip install "vant[aihwkit]")')
+    ev.add_argument("--times", help="--device-model: seconds after programming, comma-separated "
+                    "(default 1,3600,86400,2592000,31536000: 1 s to 1 year)")
+    ev.add_argument("-D", "--device-option", action="append", metavar="KEY=VALUE",
+                    help="--device-model setting, e.g. -D drift_compensation=false -D out_noise=0.04 "
+                    "(fields, units and defaults: vant/scenarios/analog.py DeviceModel)")
+    ev.add_argument("--images", type=int, help="--device-model: evaluate this many test images (a fixed seeded "
+                    "subset; default all)")
     ev.add_argument("--repeats", type=int, default=3, help="noisy passes over the test set per (device, time) point")
     ev.add_argument("--seed", type=int, help="base seed of the evaluation noise (default: the run's eval.seed)")
     ev.add_argument("--threshold", type=float, help="accuracy [%%]: report the share of device-time below it")
     ev.add_argument("--worst", type=float, default=0.05, help="share of device-time for the worst-case accuracy")
     ev.add_argument("-o", "--out-dir", help="where the comparison table and figure go (default for several runs: "
-                    "runs/compare-<scenario>; one run: its scenarios/ folder)")
+                    "runs/compare-<scenario>, or runs/compare-pcm-<key of the device settings>; one run: its "
+                    "scenarios/ or analog/ folder)")
     ev.add_argument("--device")
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+
+    ca = sub.add_parser("calibrate", help="measure the noise an aihwkit device model puts on each layer of a run "
+                        "and write it as a vant scenario (sigma per chip and time)")
+    ca.add_argument("run", help="run directory")
+    ca.add_argument("--device-model", default="pcm", choices=["pcm"], help="aihwkit device model (default pcm)")
+    ca.add_argument("--times", help="seconds after programming, comma-separated (default 1,3600,86400,2592000,31536000)")
+    ca.add_argument("-D", "--device-option", action="append", metavar="KEY=VALUE",
+                    help="device-model setting, e.g. -D drift_compensation=false (see vant evaluate --help)")
+    ca.add_argument("--repeats", type=int, default=3, help="programmed chips")
+    ca.add_argument("--seed", type=int, help="seed of chip 0 (default: the run's eval.seed)")
+    ca.add_argument("--images", type=int, help="training images pushed through each layer (default 500)")
+    ca.add_argument("-o", "--output", help="also copy the scenario YAML here")
+    ca.add_argument("--predict", action="store_true", help="also compare vant's accuracy at the calibrated sigma "
+                    "with the aihwkit accuracy of the same chips (runs vant evaluate --device-model if needed)")
+    ca.add_argument("--eval-images", type=int, help="--predict: test images (a fixed seeded subset; default all)")
+    ca.add_argument("-q", "--quiet", action="store_true")
+    ca.set_defaults(func=cmd_calibrate)
 
     se = sub.add_parser("sensitivity", help="walking noise: noise at one site at a time, sigma_mid per site")
     se.add_argument("run", help="run directory")
