@@ -492,10 +492,14 @@ def device_figure(items: Sequence[tuple[str, dict]], path: Path, title: str = ""
 
     fig = new_figure(figsize=(6.6, 4.3))
     ax = fig.subplots()
+    data = []  # the plotted values, saved beside the figure
     for label, s in items:
         p = s["per_time"]
         t = np.maximum(np.asarray(p["t"], float), 0.1)  # t = 0 on a log axis
         m, sd = np.asarray(p["mean"]), np.nan_to_num(np.asarray(p["std"], float))
+        data += [dict(run=label, time_s=float(tp), time=lab, accuracy_mean=float(a), accuracy_std=float(b),
+                      digital_accuracy=s.get("digital_accuracy"))
+                 for tp, lab, a, b in zip(p["t"], p["label"], m, sd)]
         line, = ax.plot(t, m, marker="o", ms=3, lw=1.6, label=label)
         ax.fill_between(t, m - sd, m + sd, color=line.get_color(), alpha=0.18, lw=0)
         if s.get("digital_accuracy") is not None:
@@ -509,7 +513,7 @@ def device_figure(items: Sequence[tuple[str, dict]], path: Path, title: str = ""
     ax.legend(fontsize=7, loc="lower left", title="dotted: vant σ=0 (digital)", title_fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, data)
 
 
 __all__ = ["DeviceModel", "DEFAULT_TIMES", "device_model", "parse_times", "time_label", "cell_seed", "rpu_config",
