@@ -700,6 +700,8 @@ def _external_loader(name: str) -> Callable[[Path, bool], dict] | None:
 
 def _torchvision_class(name: str) -> tuple[type, tuple[dict, dict], bool]:
     """A torchvision dataset class, how to ask it for the train and test split, and whether it downloads."""
+    import torch
+
     import inspect
 
     import torchvision.datasets as tvd
@@ -769,6 +771,9 @@ def _from_splits(name: str, result) -> dict:
 
 def _split_tensors(part, where: str) -> tuple[Tensor, Tensor]:
     """One split (a Dataset of (image, label) items, or an (images, labels) pair) as uint8 images and int64 labels."""
+    import torch
+    from torch import Tensor
+
     if isinstance(part, (tuple, list)) and len(part) == 2 and isinstance(part[0], (np.ndarray, Tensor)):
         x = _as_tensor(part[0], f"{where}'s images")
         if x.ndim == 3:
@@ -803,6 +808,9 @@ def _split_tensors(part, where: str) -> tuple[Tensor, Tensor]:
 
 
 def _as_tensor(a, where: str) -> Tensor:
+    import torch
+    from torch import Tensor
+
     if isinstance(a, Tensor):
         return a.detach().cpu()
     try:
@@ -820,6 +828,8 @@ def _check_layout(chw: tuple, where: str) -> None:
 
 def _to_uint8(x: Tensor, where: str) -> Tensor:
     """uint8 as it is; floats in [0, 1] and integers in 0..255 scaled to uint8 pixels."""
+    import torch
+
     if x.dtype == torch.uint8:
         return x.contiguous()
     if x.dtype == torch.bool or x.is_complex():
@@ -839,6 +849,9 @@ def _to_uint8(x: Tensor, where: str) -> Tensor:
 
 def _item_image(img, where: str) -> Tensor:
     """One item's image as uint8 ``[C, H, W]``."""
+    import torch
+    from torch import Tensor
+
     if isinstance(img, (np.ndarray, Tensor)):
         t = _as_tensor(img, f"{where}'s image")
         if t.ndim == 2:
@@ -856,6 +869,8 @@ def _item_image(img, where: str) -> Tensor:
 
 
 def _label(v, where: str) -> int:
+    from torch import Tensor
+
     if isinstance(v, (Tensor, np.ndarray)):
         if v.ndim != 0 and not (v.ndim == 1 and len(v) == 1):
             raise DataError(f"{where}'s label has shape {list(v.shape)}; expected one integer class index")
@@ -868,6 +883,9 @@ def _label(v, where: str) -> int:
 
 
 def _labels(y, n: int, where: str) -> Tensor:
+    import torch
+    from torch import Tensor
+
     t = _as_tensor(y if isinstance(y, (np.ndarray, Tensor)) else np.asarray(y), f"{where}'s labels")
     if t.ndim != 1 or len(t) != n:
         raise DataError(f"{where}: the labels have shape {list(t.shape)}; expected [{n}] (one per image)")

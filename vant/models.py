@@ -132,6 +132,8 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
         fn = load_factory(name, "model.name")
         check_call(fn, name, "model.name", num_classes=num_classes, in_channels=in_channels, **kwargs)
         model = fn(num_classes=num_classes, in_channels=in_channels, **kwargs)
+        from torch import nn
+
         if not isinstance(model, nn.Module):
             raise ValueError(f"model.name={name!r} returned {type(model).__name__}, not a torch.nn.Module")
         return model
