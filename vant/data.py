@@ -944,7 +944,26 @@ class DeviceBatches:
         import torch
 
         out = (xb.float() - self.mean) / self.std
-        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else as_nchw(out)
+
+
+def as_nchw(x: Tensor) -> Tensor:
+    """``x`` with the standard NCHW strides (a copy only where its strides differ).
+
+    A batch whose strides also read as channels-last (one channel, the indexing of a [N, H, W]
+    set) makes PyTorch run the whole network in channels-last. On the CPU that is not safe with
+    torch 2.14.1: oneDNN's backward of a 1x1 stride-2 convolution with fewer than 8 input channels
+    in channels-last writes wrong weight gradients (different in every run; at one thread it
+    corrupts the heap). vant's batches are therefore plain NCHW unless channels-last was asked for.
+    """
+    import torch
+
+    if x.dim() != 4:
+        return x
+    n, c, h, w = x.shape
+    if x.stride() == (c * h * w, h * w, w, 1):
+        return x
+    return x.clone(memory_format=torch.contiguous_format)
 
 
 def random_crop_flip(x: Tensor, pad: int, flip: bool, generator: torch.Generator) -> Tensor:

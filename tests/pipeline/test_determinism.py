@@ -125,3 +125,54 @@ def test_grid_in_one_process_and_in_two_workers_gives_the_same_table(tmp_path):
         out[name] = table(tmp_path / name / "grids" / "g")
     assert len(out["one"]) == 2 and all(r["status"] == "ok" for r in out["one"])
     assert out["one"] == out["workers"]
+
+
+def _nchw(shape):
+    n, c, h, w = shape
+    return (c * h * w, h * w, w, 1)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_batches_of_one_channel_data_are_plain_nchw(augment):
+    # Indexing a one-channel set gave batches with channel stride 1, which PyTorch reads as
+    # channels-last; the whole ResNet then ran in channels-last on the CPU (see the next test).
+    from vant.data import DeviceBatches, as_nchw, load_dataset
+
+    data = load_dataset("digits")
+    batches = DeviceBatches(data.train_x, data.train_y, data.mean, data.std, 128, torch.device("cpu"), train=True,
+                            augment=augment, flip=augment, seed=0)
+    for x, _ in batches:
+        assert x.stride() == _nchw(x.shape)
+    ambiguous = torch.randn(4, 8, 8, 1).permute(0, 3, 1, 2)  # strides (64, 1, 8, 1): reads as both formats
+    assert ambiguous.is_contiguous(memory_format=torch.channels_last)
+    plain = as_nchw(ambiguous)
+    assert plain.stride() == _nchw(plain.shape) and torch.equal(plain, ambiguous)
+    assert not plain.is_contiguous(memory_format=torch.channels_last) or plain.shape[1] == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_resnet_with_thin_strided_shortcuts_trains_to_the_same_weights_twice(threads):
+    # ResNet-18 four channels wide on the digits has 1x1 stride-2 shortcut convolutions with 4 input
+    # channels. Fed channels-last-looking batches, torch 2.14.1's CPU backward of those convolutions
+    # gave wrong weight gradients, different in every call (two runs of `vant grid demo -p smoke`
+    # disagreed in every number), and corrupted the heap at one thread.
+    from vant import create_model, inject_noise_
+    from vant.data import DeviceBatches, load_dataset
+    from vant.pipeline.train import fit
+
+    data = load_dataset("digits")
+    before = torch.get_num_threads()
+    weights = []
+    try:
+        torch.set_num_threads(threads)
+        for _ in range(2):
+            torch.manual_seed(0)
+            model = create_model("resnet18", num_classes=10, in_channels=1, width=4)
+            inject_noise_(model, "paper")
+            batches = DeviceBatches(data.train_x, data.train_y, data.mean, data.std, 128, torch.device("cpu"),
+                                    train=True, seed=0)
+            fit(model, batches, 1, lr=1e-2, progress=False, noise_seed=1)
+            weights.append([p.detach().clone() for p in model.parameters()])
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(*weights))

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..core.compile import model_device
 from ..core.inject import set_sigma_
-from ..data import DeviceBatches
+from ..data import DeviceBatches, as_nchw
 
 
 def epoch_batches(batches: Iterable, epoch: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
@@ -32,7 +32,7 @@ def _chunks(batches: Iterable, size: int, device: torch.device) -> Iterator[tupl
             yield batches.normalise(batches.x[start:start + size]), batches.y[start:start + size]
         return
     for x, y in batches:
-        x, y = x.to(device), y.to(device)
+        x, y = as_nchw(x.to(device)), y.to(device)
         for start in range(0, len(x), size):
             yield x[start:start + size], y[start:start + size]
 

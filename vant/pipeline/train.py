@@ -24,7 +24,7 @@ from ..baselines.sam import SAM
 from ..core.compile import compile_noisy, model_device
 from ..core.inject import set_sigma_
 from ..core.samplers import ConstantSampler, SigmaSampler
-from ..data import DeviceBatches
+from ..data import DeviceBatches, as_nchw
 from .evaluate import accuracy, epoch_batches
 from .store import CheckpointError, load_checkpoint, load_model_state, save_atomic
 
@@ -138,6 +138,8 @@ def fit(model: nn.Module, train_batches: Iterable, epochs: int, *, lr: float = 1
             for i, (x, y) in enumerate(epoch_batches(train_batches, epoch)):
                 if x.device != device:
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if not channels_last:
+                    x = as_nchw(x)  # see as_nchw: a batch that reads as channels-last is not safe on the CPU
                 if sampler is not None:
                     if per_epoch is not None:
                         sig = sig_epoch[seen:seen + len(x)]
