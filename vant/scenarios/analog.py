@@ -226,8 +226,10 @@ _CONV = None
 
 def _unfold_conv_class():
     """aihwkit's ``AnalogConv2d`` with the patches taken by ``Tensor.unfold`` views instead of
-    ``F.unfold``, whose CPU im2col took 70% of a LeNet-5 forward; the patch matrix, and so the
-    analog product, is the same (``tests/scenarios/test_analog.py`` checks it)."""
+    ``F.unfold``: the patch matrix, and so the analog product, is the same (``tests/scenarios/
+    test_analog.py`` checks it). ``F.unfold``'s CPU im2col took 70% of a LeNet-5 analog forward in a
+    profile on the loaded 2-core machine this was written on; on the idle machine the views made the
+    whole forward 1.1x faster (bench/speed.py --peers: the aihwkit and aihwkit-vant-conv rows)."""
     global _CONV
     if _CONV is None:
         import torch.nn.functional as F
