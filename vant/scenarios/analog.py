@@ -229,7 +229,8 @@ def _unfold_conv_class():
     ``F.unfold``: the patch matrix, and so the analog product, is the same (``tests/scenarios/
     test_analog.py`` checks it). ``F.unfold``'s CPU im2col took 70% of a LeNet-5 analog forward in a
     profile on the loaded 2-core machine this was written on; on the idle machine the views made the
-    whole forward 1.1x faster (bench/speed.py --peers: the aihwkit and aihwkit-vant-conv rows)."""
+    whole forward 1.1-1.2x faster in two runs (bench/speed.py --peers: the aihwkit and
+    aihwkit-vant-conv rows)."""
     global _CONV
     if _CONV is None:
         import torch.nn.functional as F
