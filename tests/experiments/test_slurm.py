@@ -67,6 +67,7 @@ def _spec(tmp_path, **extra):
 
 
 def test_what_cannot_run_fails_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("submitit")  # without it, "needs submitit" is (rightly) said before "no sbatch"
     spec, grid = _spec(tmp_path), tmp_path / "grid"
     assert main(["grid", str(spec), "--dir", str(grid), "--slurm-partition", "gpu"]) == 2
     monkeypatch.setattr(shutil, "which", lambda name: None)  # no SLURM on this machine
