@@ -324,7 +324,19 @@ def device_dir(run: Run, dm: DeviceModel, seed: int, images: int | None) -> Path
     return run.path / "analog" / f"{dm.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def _missing(rows: list[dict], times: Sequence[float], repeats: int, seed: int) -> dict[int, list[float]]:
+def open_finished(run: Run | str | Path, repeats: int, times: Sequence[float] | str,
+                  seed: int | None) -> tuple[Run, list[float], int]:
+    """The run (opened, finished), the checked times and the base seed (default: the run's ``eval.seed``)."""
+    run = run if isinstance(run, Run) else Run.open(run)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not run.trained:
+        raise ValueError(f"run {run.path} has not finished training; run `vant train` on its config first")
+    return run, parse_times(times), run.config.eval.seed if seed is None else int(seed)
+
+
+def missing_cells(rows: list[dict], times: Sequence[float], repeats: int, seed: int) -> dict[int, list[float]]:
+    """Per chip, the times that have no row yet (a row is keyed by time, repeat and seed)."""
     have = {(r["time"], r["repeat"], r["seed"]) for r in rows}
     todo: dict[int, list[float]] = {}
     for r in range(repeats):
@@ -343,18 +355,12 @@ def evaluate_device(run: Run | str | Path, dm: DeviceModel, times: Sequence[floa
     the same images), ``summary.json`` and ``accuracy_vs_time.png``; returns the summary (``dir``
     says where). ``seed`` defaults to the run's ``eval.seed``; the evaluation runs on the CPU.
     """
-    run = run if isinstance(run, Run) else Run.open(run)
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if not run.trained:
-        raise ValueError(f"run {run.path} has not finished training; run `vant train` on its config first")
-    times = parse_times(times)
-    seed = run.config.eval.seed if seed is None else int(seed)
+    run, times, seed = open_finished(run, repeats, times, seed)
     out = device_dir(run, dm, seed, images)
     out.mkdir(parents=True, exist_ok=True)
     with lock(out), torch.random.fork_rng(devices=[]), run_threads(run.config, torch.device("cpu")):
         rows = read_csv(out / "rows.csv", ROW_NUMERIC)
-        todo = _missing(rows, times, repeats, seed)
+        todo = missing_cells(rows, times, repeats, seed)
         reference = _read_json(out / "reference.json")
         if todo or reference is None:
             require_aihwkit()

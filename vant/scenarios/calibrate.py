@@ -46,7 +46,8 @@ from ..pipeline.runs import Run, load_trained, run_threads
 from ..pipeline.store import lock, read_csv, write_csv, write_text_atomic
 from ..tables import fmt, markdown
 from .analog import (CHUNK, DEFAULT_TIMES, DeviceModel, cell_seed, count_correct, drift_, eval_subset, evaluate_device,
-                     parse_times, plain_copy, program_, require_aihwkit, same_backend, time_label, to_analog)
+                     missing_cells, open_finished, plain_copy, program_, require_aihwkit, same_backend, time_label,
+                     to_analog)
 from .fit import scenario_settings
 from .spec import Scenario, save_scenario, scenario_from_dict
 
@@ -131,22 +132,14 @@ def calibrate(run: Run | str | Path, dm: DeviceModel, times: Sequence[float] = D
     reused. Returns the summary: per time the layers' σ (mean over chips), the scenario σ (RMS over
     layers) per chip, the scenario file and the ``train.*`` settings of a VANT fitted to it.
     """
-    run = run if isinstance(run, Run) else Run.open(run)
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
     if images < 1:
         raise ValueError(f"calibration images must be >= 1, got {images}")
-    if not run.trained:
-        raise ValueError(f"run {run.path} has not finished training; run `vant train` on its config first")
-    times = parse_times(times)
-    seed = run.config.eval.seed if seed is None else int(seed)
+    run, times, seed = open_finished(run, repeats, times, seed)
     out = calib_dir(run, dm, seed, images)
     out.mkdir(parents=True, exist_ok=True)
     with lock(out), torch.random.fork_rng(devices=[]), run_threads(run.config, torch.device("cpu")):
         rows = read_csv(out / "rows.csv", CAL_NUMERIC)
-        have = {(r["time"], r["repeat"], r["seed"]) for r in rows}
-        todo = {r: [t for t in times if (t, r, seed + r) not in have] for r in range(repeats)}
-        todo = {r: ts for r, ts in todo.items() if ts}
+        todo = missing_cells(rows, times, repeats, seed)
         if todo:
             require_aihwkit()
             same_backend(out, bool(rows), dict(device=dataclasses.asdict(dm), describe=dm.describe(), seed=seed,
