@@ -115,6 +115,8 @@ def fit(model: nn.Module, train_batches: Iterable, epochs: int, *, lr: float = 1
     # Device-resident batches know their epoch's size: sigma is drawn for the whole epoch and copied
     # to the device once, so no step waits on the host. Other iterables draw per batch.
     per_epoch = len(train_batches.x) if isinstance(train_batches, DeviceBatches) else None
+    # DeviceBatches already hand out plain NCHW; other iterables are made so here (see as_nchw)
+    to_nchw = not channels_last and per_epoch is None
     steps = len(train_batches) if hasattr(train_batches, "__len__") else None
     bar = None
     if progress:
@@ -138,8 +140,8 @@ def fit(model: nn.Module, train_batches: Iterable, epochs: int, *, lr: float = 1
             for i, (x, y) in enumerate(epoch_batches(train_batches, epoch)):
                 if x.device != device:
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if not channels_last:
-                    x = as_nchw(x)  # see as_nchw: a batch that reads as channels-last is not safe on the CPU
+                if to_nchw:
+                    x = as_nchw(x)
                 if sampler is not None:
                     if per_epoch is not None:
                         sig = sig_epoch[seen:seen + len(x)]
