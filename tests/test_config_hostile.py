@@ -37,6 +37,8 @@ def test_valid_configs_resolve_and_hash_as_before(overrides, run_hash, digest):
     resolved = to_dict(r)
     assert resolved.pop("cpu_threads") == 2  # added after these were pinned; not part of the run's identity
     assert resolved.pop("log") == {"tensorboard": False, "mlflow": None, "experiment": "vant"}  # trackers, likewise
+    # added later too; at these values (the feature unused) they leave the run's identity unchanged
+    assert [resolved["data"].pop(k) for k in ("subset", "test_subset", "subset_seed")] == [None, None, 0]
     assert hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16] == digest
 
 

@@ -55,6 +55,9 @@ class DataConfig:
     download: bool = False  # let torchvision download a missing set (CIFAR-10, MNIST, FashionMNIST, SVHN, torchvision:<Class>)
     augment: Union[bool, None] = None  # random crop (pad 4) + flip; None = the data set's default
     image_size: Union[int, None] = None  # resize images to this side; None = the model's need or native size
+    subset: Union[int, None] = None  # train on this many training images, class-stratified and seeded; None = all
+    test_subset: Union[int, None] = None  # evaluate on this many test images, class-stratified and seeded; None = all
+    subset_seed: int = 0  # seed of both subsets' draw (fixed across train.seed, so seeds share their images)
 
 
 @dataclass
@@ -311,6 +314,11 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"eval.seed must be an integer in [0, 2**63), got {cfg.eval.seed}")
     if cfg.data.image_size is not None and cfg.data.image_size < 1:
         raise ConfigError(f"data.image_size must be an integer >= 1 (or null for the model's need), got {cfg.data.image_size}")
+    for key, value in (("data.subset", cfg.data.subset), ("data.test_subset", cfg.data.test_subset)):
+        if value is not None and value < 2:
+            raise ConfigError(f"{key} must be an integer >= 2 (images; null = the whole split), got {value}")
+    if not 0 <= cfg.data.subset_seed < TRAIN_SEED_LIMIT:
+        raise ConfigError(f"data.subset_seed must be an integer in [0, 2**44), got {cfg.data.subset_seed}")
     if t.method == "clean":
         t.sigma, t.theta = 0.0, 0.0
     if t.theta is None:
@@ -482,8 +490,23 @@ def _number(v):
     return v
 
 
+#: Fields added after runs were first stored: left out of the hash while they hold the value they had
+#: before they existed, so every run stored before keeps its directory (the hash of a config that
+#: does not use the feature is unchanged).
+HASH_NEUTRAL = {"data.subset": None, "data.test_subset": None, "data.subset_seed": 0}
+
+
 def config_hash(cfg: RunConfig) -> str:
     data = to_dict(cfg)
+    for key, neutral in HASH_NEUTRAL.items():
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node[p]
+        if node.get(leaf, neutral) == neutral:
+            node.pop(leaf, None)
+    if "subset" not in data["data"] and "test_subset" not in data["data"]:
+        data["data"].pop("subset_seed", None)  # the seed of a draw that is not made
     for key in NON_SEMANTIC:
         *parents, leaf = key.split(".")
         node = data

@@ -106,12 +106,17 @@ def _loader(name: str) -> Callable[[Path, bool], dict]:
 
 
 def load_dataset(name: str, root: str | os.PathLike = "~/.cache/vant/data", download: bool = False,
-                 image_size: int | None = None, augment: bool | None = None) -> ArrayData:
+                 image_size: int | None = None, augment: bool | None = None, *, subset: int | None = None,
+                 test_subset: int | None = None, subset_seed: int = 0) -> ArrayData:
     """Read a data set into uint8 tensors, resized to ``image_size`` when given.
 
     ``name`` is a registered set, ``torchvision:<Class>`` (the class's train and test split under
     ``root``) or ``package.module:function``, called as ``function(root=root)`` and returning
-    ``(train, test)`` (see :data:`EXPECTED_SPLITS`); their images are read once into uint8 tensors."""
+    ``(train, test)`` (see :data:`EXPECTED_SPLITS`); their images are read once into uint8 tensors.
+
+    ``subset`` / ``test_subset``: keep that many images of the split, class-stratified
+    (:func:`stratified_subset`, seeded by ``subset_seed``). The normalisation statistics stay those
+    of the whole training split: a subset changes which images train, not the input units."""
     load = _loader(name)
     root = Path(os.path.expanduser(str(root)))
     raw = load(root, download)
@@ -130,7 +135,58 @@ def load_dataset(name: str, root: str | os.PathLike = "~/.cache/vant/data", down
         data.mean, data.std = channel_stats(data.train_x)
     if augment is not None:
         data.augment = augment
+    for key, n, split in (("data.subset", subset, "train"), ("data.test_subset", test_subset, "test")):
+        if n is None:
+            continue
+        x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+        try:
+            keep = stratified_subset(y, n, subset_seed + (0 if split == "train" else 1))
+        except ValueError as e:
+            raise DataError(f"{key}={n}: {e} (data set {name!r}, {data.test_split if split == 'test' else split} split)") from None
+        if split == "train":
+            data.train_x, data.train_y = x[keep], y[keep]
+        else:
+            data.test_x, data.test_y = x[keep], y[keep]
     return data
+
+
+def stratified_subset(labels: Tensor, n: int, seed: int = 0) -> Tensor:
+    """Indices (sorted) of ``n`` items drawn without replacement, every class in proportion to its share.
+
+    Class ``c`` with ``n_c`` of ``N`` items gets ``floor(n * n_c / N)`` items, and the ``n - sum`` left
+    over go to the classes with the largest remainders (ties: the lower class). Within a class the
+    items are a seeded random choice, so the same ``(labels, n, seed)`` gives the same subset on every
+    machine. Every class present keeps at least one item, which needs ``n`` >= the number of classes.
+    """
+    import torch
+
+    y = labels.to(torch.int64).cpu()
+    total = len(y)
+    if not 1 <= n <= total:
+        raise ValueError(f"asks for {n} images, the split has {total}")
+    classes, counts = torch.unique(y, return_counts=True)
+    if n < len(classes):
+        raise ValueError(f"{n} images cannot hold the split's {len(classes)} classes (one each at least)")
+    if n == total:
+        return torch.arange(total)
+    exact = [n * int(c) / total for c in counts]
+    take = [max(1, int(e)) for e in exact]
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - int(exact[i])), i))
+    i = 0
+    while sum(take) < n:  # the largest remainders first
+        k = order[i % len(order)]
+        if take[k] < int(counts[k]):
+            take[k] += 1
+        i += 1
+    while sum(take) > n:  # only when the floor of one made a class 1: take back from the largest shares
+        k = max((j for j in range(len(take)) if take[j] > 1), key=lambda j: (take[j] - exact[j], take[j]))
+        take[k] -= 1
+    g = torch.Generator().manual_seed(int(seed))
+    picks = []
+    for c, k in zip(classes.tolist(), take):
+        idx = torch.nonzero(y == c).flatten()
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return torch.sort(torch.cat(picks)).values
 
 
 def check_splits(data: ArrayData, root: Path | None = None) -> None:

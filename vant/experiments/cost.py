@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
-from ..data import ArrayData, load_dataset
+from ..data import ArrayData
 from ..pipeline.evaluate import sweep
-from ..pipeline.runs import build_model, eval_sigmas, is_done, make_batches, model_input_size, resolve_device, train_run
+from ..pipeline.runs import (build_model, eval_sigmas, is_done, make_batches, model_input_size, resolve_device, run_data,
+                             train_run)
 from .grid import default_grid_dir
 from .spec import GridSpec, expand
 
@@ -51,8 +52,8 @@ class Shape:
 def data_shape(cfg: RunConfig) -> Shape:
     if cfg.data.name in DATA_SHAPES:
         n, t, c, side, k = DATA_SHAPES[cfg.data.name]
-        return Shape(n, t, c, model_input_size(cfg) or side, k)
-    d = load_dataset(cfg.data.name, cfg.data.root, False, model_input_size(cfg))
+        return Shape(cfg.data.subset or n, cfg.data.test_subset or t, c, model_input_size(cfg) or side, k)
+    d = run_data(cfg)
     return Shape(len(d.train_x), len(d.test_x), d.channels, d.size, d.num_classes)
 
 

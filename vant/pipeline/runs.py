@@ -156,6 +156,14 @@ def _versions() -> dict:
     return meta
 
 
+def run_data(cfg: RunConfig, download: bool = False) -> ArrayData:
+    """The data a run trains and is evaluated on: its data set at the model's input size, with the
+    configured subsets (``data.subset``, ``data.test_subset``)."""
+    d = cfg.data
+    return load_dataset(d.name, d.root, download, model_input_size(cfg), d.augment, subset=d.subset,
+                        test_subset=d.test_subset, subset_seed=d.subset_seed)
+
+
 def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool = False) -> Run:
     """Train (or resume) and evaluate ``cfg``; everything already stored is reused. ``resolved``:
     ``cfg`` is already the output of :func:`~vant.config.resolve` (a grid resolves each point once,
@@ -172,7 +180,7 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
     device = resolve_device(cfg.device)
     with run_threads(cfg, device):  # all of the run's math, from the data's statistics on
         # Everything that can fail on bad input happens before the directory is created.
-        data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, model_input_size(cfg), cfg.data.augment)
+        data = run_data(cfg, cfg.data.download)
         model = build_model(cfg, data)
         check_batches(cfg, data, model)
         check_trackers(cfg)
@@ -330,7 +338,7 @@ def load_trained(run: Run, device: str | torch.device = "auto"):
         raise ValueError(f"run {run.path} has not finished training; run `vant train` on its config first")
     cfg = resolve(run.config)
     dev = resolve_device(device if device != "auto" else cfg.device)
-    data = load_dataset(cfg.data.name, cfg.data.root, False, model_input_size(cfg), cfg.data.augment)
+    data = run_data(cfg)
     model = build_model(cfg, data)
     _load_weights(model, run, cfg)
     model.to(dev).eval()
