@@ -250,6 +250,10 @@ def cmd_collect(args) -> int:
         print(f"skipped {why}", file=sys.stderr)
     runs = len({(r.get("variant"), r["run"]) for r in rows})
     print(f"{path}: {len(rows)} rows ({runs} runs x sigma x repeat), {len(rows[0])} columns")
+    from .experiments.collect import summary_path
+
+    if summary_path(path).is_file():
+        print(f"{summary_path(path)}: the mean and 95 % interval over seeds of each setting")
     return 0
 
 
@@ -539,7 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     from .core.threads import set_openmp_spin
 
     set_openmp_spin()  # before torch loads (nothing above imported it): see vant.set_openmp_spin
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides after an option (`vant train a=1 -q b=2`) are overrides too
+        if not hasattr(args, "overrides") or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -10,6 +10,10 @@ changed) and the provenance of ``config.yaml`` (``meta.*``). Collected from a
 grid directory, the rows also carry the grid point's ``variant`` and the metrics that need the
 whole table (``rauc``, ``pa``); a run two variants share appears under each.
 
+Beside the long table, ``vant collect`` writes its summary over seeds (``table-summary.csv``): one
+row per setting, each metric's mean over the seeds with ``<metric>_ci``, the half-width of the 95 %
+Student-t interval (:func:`vant.experiments.table.summarise`, the function the reports use).
+
 sigma = 0 is the clean evaluation: one repeat (it is deterministic).
 """
 from __future__ import annotations
@@ -164,15 +168,60 @@ def write_table(rows: list[dict], path: str | Path) -> Path:
     return path
 
 
+def run_result_row(run: Run, run_dir: str) -> dict:
+    """One finished run as a row of the results-table form (:mod:`vant.experiments.table`): its config
+    flattened, its summary metrics and its accuracy curve, so that runs outside a grid can be
+    summarised over seeds too (without rAUC and PA, which need a grid's NT ladder)."""
+    from ..config import NON_SEMANTIC
+    from .table import sigma_col
+
+    summary = run.summary()
+    config = flatten(to_dict(run.config))
+    row = {"variant": "", **{k: v for k, v in config.items()
+                             if not any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC)},
+           "run": run.path.name, "run_dir": run_dir, "status": "ok",
+           "clean_acc": summary["clean_accuracy"], "acc_at_sigma_train": summary["acc_at_sigma_train"],
+           "auc": summary["auc"], "final_train_loss": summary.get("final_train_loss"),
+           "train_seconds": summary.get("train_seconds")}
+    e = summary["eval"]
+    for s, m, sd in zip(e["sigmas"], e["mean"], e["std"]):
+        row[sigma_col(s)], row[sigma_col(s, "std")] = m, sd
+    return row
+
+
+def summary_rows(source: str | Path) -> list[dict]:
+    """:func:`vant.experiments.table.summarise` of ``source`` (a grid directory, a directory of runs
+    or one run): one row per setting with the mean and the 95 % interval over its seeds; the same
+    numbers as the grid's report."""
+    from .table import summarise
+
+    source = Path(source)
+    if (source / "results.csv").is_file():
+        return summarise(read_results(source))
+    runs = [source] if (source / "config.yaml").is_file() else sorted(p.parent for p in source.glob("*/config.yaml"))
+    return summarise([run_result_row(Run(p), os.path.relpath(p, source)) for p in runs
+                      if (p / "summary.json").is_file()])
+
+
+def summary_path(output: Path) -> Path:
+    """Where ``vant collect`` writes the per-setting summary beside the long table."""
+    return output.with_name(f"{output.stem}-summary{output.suffix}")
+
+
 def collect_table(source: str | Path, output: str | Path | None = None) -> tuple[Path, list[dict], list[str]]:
-    """:func:`collect` ``source`` and write it to ``output`` (default ``<source>/table.csv``)."""
+    """:func:`collect` ``source`` and write it to ``output`` (default ``<source>/table.csv``), and its
+    per-setting summary over seeds (:func:`summary_rows`) beside it as ``<stem>-summary<suffix>``."""
     output = Path(output) if output is not None else Path(source) / "table.csv"
     check_output(output)  # before reading anything
     try:
         rows, skipped = collect(source)
+        summary = summary_rows(source) if rows else []
     except CheckpointError as e:
         raise ConfigError(str(e)) from None
-    return write_table(rows, output), rows, skipped
+    path = write_table(rows, output)
+    if summary:
+        write_table(summary, summary_path(output))
+    return path, rows, skipped
 
 
-__all__ = ["collect", "collect_table", "run_rows", "write_table", "flatten"]
+__all__ = ["collect", "collect_table", "run_rows", "write_table", "flatten", "summary_rows", "run_result_row"]

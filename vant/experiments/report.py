@@ -29,7 +29,8 @@ from ..plots import curve_rows, data_path, draw_curves, new_figure, save_figure
 from ..tables import fmt as _fmt
 from ..tables import markdown
 from .spec import GridSpec
-from .table import _finite, _num, _ok, best_by_auc, curve_of, group_upper_bound, read_results, select_setting
+from .table import (LEVEL, SEED, _finite, _num, _ok, band_of, best_by_auc, curve_of, group_upper_bound, paired, pm,
+                    read_results, select_setting, summarise)
 
 SYMBOL = {"train.sigma": "σ_train", "train.theta": "θ", "train.alpha": "α", "train.sam_rho": "ρ",
           "model.quant_act_scale": "scale", "model.quant_bits": "bits"}
@@ -134,8 +135,18 @@ METRIC_NAME = {"rauc": "rAUC [%]", "pa": "preserved accuracy [pp]", "auc": "AUC"
                "acc_at_sigma_train": "accuracy at σ_train [%]"}
 
 
+def _seeds_note(settings: Sequence[dict]) -> list[str]:
+    """What a summarised table's ``±`` means, and how many seeds stand behind it."""
+    counts = sorted({int(r.get("seeds") or 1) for r in settings})
+    if counts == [1]:
+        return ["One seed per setting: no interval (several seeds of a setting, `grid.train.seed=[0,1,2]`, give one).", ""]
+    return [f"Seeds per setting: {', '.join(map(str, counts))}. Values are means over seeds; `±` is the half-width of "
+            f"the {100 * LEVEL:g} % Student-t confidence interval of the mean (none for one seed).", ""]
+
+
 def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
-    ok = _ok(rows)
+    raw = _ok(rows)
+    ok = summarise(rows)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     panels = opts.panels or {"": variants}
     for title, names in panels.items():
@@ -144,7 +155,7 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
             raise ConfigError(f"report.panels[{title!r}]: unknown variants {unknown}; the grid has {variants}")
     cols = list(rows[0]) if rows else []
     keys = cols[cols.index("variant") + 1:cols.index("group")] if rows else []  # the grid keys of the table
-    varying = _varying(ok, keys)
+    varying = _varying(ok, [k for k in keys if k != SEED])
     n = len(panels)
     fig = new_figure(figsize=(6.6 * n, 4.6), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)
@@ -161,14 +172,15 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
                 vr = [best_by_auc(vr)]
             cmap = matplotlib.colormaps["viridis"]
             for i, r in enumerate(vr):
-                sig, acc, std = curve_of(r)
+                sig, acc, _ = curve_of(r)
                 color = cmap(0.9 * i / max(1, len(vr) - 1)) if len(vr) > 1 else next(singles, None)
-                curves.append(dict(label=_row_label(r, varying) + suffix, sigmas=sig, mean=acc, std=std, color=color))
+                curves.append(dict(label=_row_label(r, varying) + _seed_suffix(r) + suffix, sigmas=sig, mean=acc,
+                                   std=band_of(r), color=color))
         ub = None
         if opts.upper_bound:
             groups = list(dict.fromkeys(r["group"] for r in prow))
             for g in groups:
-                members = [r for r in ok if r["group"] == g]
+                members = [r for r in raw if r["group"] == g]
                 sig = curve_of(prow[0])[0]
                 bound = group_upper_bound(members, sig)
                 if bound is not None and ub is None:
@@ -181,7 +193,7 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
     fig.suptitle(_title(spec), fontsize=10)
     png = _save(fig, out / "report.png", plotted)
 
-    lines = _header(spec, rows)
+    lines = _header(spec, rows) + _seeds_note(ok)
     labelled = {}
     for r in ok:  # a run that two variants share (or a repeated point) is listed once
         labelled.setdefault(_row_label(r, varying), r)
@@ -189,10 +201,10 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
     for label, r in labelled.items():
         vant = r["train.method"] == "vant"
         body.append((label, r["train.method"], _value(r["train.sigma"]), _value(r["train.alpha"]) if vant else "",
-                     _value(r["train.theta"]) if vant else "", _fmt(r["clean_acc"]), _fmt(r["acc_at_sigma_train"]),
-                     _fmt(r["auc"]), _fmt(r["rauc"]), _fmt(r["pa"], sign=True)))
-    lines.append(markdown(["run", "method", "σ_train", "α", "θ", "clean acc [%]", "acc @ σ_train [%]", "AUC",
-                           "rAUC [%]", "PA [pp]"], body, align="llrrrrrrrr"))
+                     _value(r["train.theta"]) if vant else "", str(r["seeds"]), pm(r, "clean_acc"),
+                     pm(r, "acc_at_sigma_train"), pm(r, "auc"), pm(r, "rauc"), pm(r, "pa", sign=True)))
+    lines.append(markdown(["run", "method", "σ_train", "α", "θ", "seeds", "clean acc [%]", "acc @ σ_train [%]", "AUC",
+                           "rAUC [%]", "PA [pp]"], body, align="llrrrrrrrrr"))
     for name in opts.best:
         vr = [r for r in ok if r["variant"] == name]
         if vr:
@@ -201,10 +213,9 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
         sig = curve_of(ok[0])[0]
         body = []
         for label, r in labelled.items():
-            acc = dict(zip(*curve_of(r)[:2]))
-            body.append([label] + [_fmt(acc.get(s)) for s in sig])
+            body.append([label] + [pm(r, f"acc@{s:g}") for s in sig])
         for g in dict.fromkeys(r["group"] for r in ok):
-            bound = group_upper_bound([r for r in ok if r["group"] == g], sig)
+            bound = group_upper_bound([r for r in raw if r["group"] == g], sig)
             if bound is not None:
                 body.append(["upper bound (NT matched)"] + [_fmt(v) for v in bound])
         lines += ["", "## Accuracy [%] at each inference σ", "", markdown(["run"] + [_value(s) for s in sig], body)]
@@ -213,12 +224,17 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
     return [png, data_path(png), md]
 
 
+def _seed_suffix(row: dict) -> str:
+    n = int(row.get("seeds") or 1)
+    return f" ({n} seeds)" if n > 1 else ""
+
+
 def _axis_values(rows: Sequence[dict], key: str) -> list:
     return sorted({_num(r[key]) for r in rows}, key=lambda v: (isinstance(v, str), v))
 
 
 def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
-    ok = _ok(rows)
+    ok = summarise(rows)
     cells = [r for r in ok if r["variant"] == opts.variant]
     if not any(r["variant"] == opts.variant for r in rows):
         raise ConfigError(f"report.variant: the grid has no variant {opts.variant!r}")
@@ -237,9 +253,10 @@ def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
     nt_row = {}
     if opts.nt_row:
         groups = {r["group"] for r in cells}
-        for r in ok:
-            if r["train.method"] == "nt" and r["group"] in groups and _num(r["train.sigma"]) in xs:
-                nt_row[_num(r["train.sigma"])] = r
+        for r in ok:  # the NT setting with the most seeds at each sigma
+            x = _num(r["train.sigma"])
+            if r["train.method"] == "nt" and r["group"] in groups and x in xs and r["seeds"] >= nt_row.get(x, {}).get("seeds", 0):
+                nt_row[x] = r
 
     n = len(opts.metrics)
     w = max(4.8, 0.62 * len(xs) + 2.2)
@@ -298,7 +315,7 @@ def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
                  fontsize=10)
     png = _save(fig, out / "report.png", plotted)
 
-    lines = _header(spec, rows)
+    lines = _header(spec, rows) + _seeds_note(ok)
     lines += [f"Selection (spec 3.4): PA ≥ −{opts.tolerance:g} pp, then the highest rAUC"
               + (", per column." if opts.select == "per_x" else ", over the whole map."), ""]
     for x, c in zip(xs if opts.select == "per_x" else [None], chosen):
@@ -308,18 +325,18 @@ def _heatmap(spec, rows, out: Path, opts: HeatmapReport) -> list[Path]:
         else:
             at_x = "" if x is not None else f"{_short(opts.x)}={_value(c[opts.x])}, "
             lines.append(f"- {where}{at_x}{_short(opts.y)}={_value(c[opts.y])} "
-                         f"(rAUC {_fmt(c['rauc'])} %, PA {_fmt(c['pa'], sign=True)} pp)")
+                         f"(rAUC {pm(c, 'rauc')} %, PA {pm(c, 'pa', sign=True)} pp)")
     for metric in opts.metrics:
         body = []
         for y in ys:
             vals = []
             for x in xs:
                 r = at.get((x, y))
-                s = _fmt(r.get(metric), sign=metric == "pa") if r else ""
+                s = pm(r, metric, sign=metric == "pa") if r else ""
                 vals.append(f"**{s}**" if (x, y) in chosen_keys and s else s)
             body.append([_value(y)] + vals)
         if opts.nt_row:
-            body.append(["NT"] + [("+0.0" if metric == "pa" else _fmt(nt_row[x].get(metric))) if x in nt_row else ""
+            body.append(["NT"] + [("+0.0" if metric == "pa" else pm(nt_row[x], metric)) if x in nt_row else ""
                                   for x in xs])
         lines += ["", f"## {METRIC_NAME.get(metric, metric)}; rows {_short(opts.y)}, columns {_short(opts.x)}"
                   + ("; selected cells in bold" if chosen_keys else ""), "",
@@ -334,7 +351,7 @@ def table1(rows: Sequence[dict], variant: str = "VANT", by: str = "train.sigma",
 
     Returns one dict per column: ``{by, selected (row or None), candidates, feasible, nt_rauc}``.
     """
-    ok = _ok(rows)
+    ok = summarise(rows)  # one row per setting: means over its seeds, with their intervals
     cand = [r for r in ok if r["variant"] == variant]
     out = []
     for v in _axis_values([r for r in rows if r["variant"] == variant], by):
@@ -342,9 +359,10 @@ def table1(rows: Sequence[dict], variant: str = "VANT", by: str = "train.sigma",
         chosen = select_setting(cells, tolerance)
         groups = {r["group"] for r in cells}
         nt = [r for r in ok if r["train.method"] == "nt" and r["group"] in groups and _num(r["train.sigma"]) == v]
+        nt = max(nt, key=lambda r: r["seeds"], default=None)  # the NT setting with the most seeds
         out.append(dict(value=v, selected=chosen, candidates=len(cells),
                         feasible=sum(1 for c in cells if _finite(c.get("pa")) and c["pa"] >= -tolerance - 1e-12),
-                        nt_rauc=nt[0]["rauc"] if nt else None))
+                        nt_rauc=nt["rauc"] if nt else None, nt=nt))
     return out
 
 
@@ -355,12 +373,13 @@ def format_table1(cols: Sequence[dict], by: str = "train.sigma") -> str:
 
     sel = lambda c, k: c["selected"][k] if c["selected"] is not None else None  # noqa: E731
     best = max((sel(c, "rauc") for c in cols if _finite(sel(c, "rauc"))), default=None)
+    vpm = lambda c, k, **kw: pm(c["selected"], k, **kw) if c["selected"] is not None else ""  # noqa: E731
     body = [row("α", lambda c: _value(sel(c, "train.alpha")) if c["selected"] else "—"),
              row("θ", lambda c: _value(sel(c, "train.theta")) if c["selected"] else "—"),
-             row("Preserved Accuracy (pp)", lambda c: _fmt(sel(c, "pa"))),
-             row("rAUC NT [%]", lambda c: _fmt(c["nt_rauc"])),
-             row("rAUC VANT [%]", lambda c: (f"**{_fmt(sel(c, 'rauc'))}**" if sel(c, "rauc") == best
-                                             else _fmt(sel(c, "rauc")))),
+             row("Preserved Accuracy (pp)", lambda c: vpm(c, "pa")),
+             row("rAUC NT [%]", lambda c: pm(c["nt"], "rauc") if c.get("nt") else _fmt(c["nt_rauc"])),
+             row("rAUC VANT [%]", lambda c: (f"**{vpm(c, 'rauc')}**" if sel(c, "rauc") == best
+                                             else vpm(c, "rauc"))),
              row("feasible / candidates", lambda c: f"{c['feasible']}/{c['candidates']}")]
     return markdown(row(_short(by), lambda c: _value(c["value"])), body)
 
@@ -394,7 +413,7 @@ def _table1(spec, rows, out: Path, opts: Table1Report) -> list[Path]:
     plotted = [{opts.by: x, "nt_rauc": n, "vant_rauc": v, "vant_theta": c["selected"]["train.theta"] if c["selected"] else None,
                 "pa": p} for x, n, v, p, c in zip(xs, nt, va, pa, cols)]
     png = _save(fig, out / "report.png", plotted)
-    lines = _header(spec, rows)
+    lines = _header(spec, rows) + _seeds_note(summarise(rows))
     lines += [f"Two-step selection (spec 3.4): keep (α, θ) with PA ≥ −{opts.tolerance:g} pp, then the highest rAUC. "
               "The PA shown is the raw value.", "", format_table1(cols, opts.by)]
     md = out / "report.md"
@@ -402,62 +421,86 @@ def _table1(spec, rows, out: Path, opts: Table1Report) -> list[Path]:
     return [png, data_path(png), md]
 
 
+def paired_table(pairs: Sequence[dict], by: str = "train.sigma", label: str = "VANT − NT") -> str:
+    """The paired difference per setting: mean ± interval over seed pairs, and whether it excludes 0."""
+    def cell(p, m):
+        text = pm(p, m, sign=True)
+        if not text:
+            return ""
+        ex = p.get(m + "_excludes_0")
+        return text + ("" if ex is None else (" (excludes 0)" if ex else " (includes 0)"))
+
+    body = [(_value(p[by]), str(p["pairs"]), cell(p, "rauc"), cell(p, "pa"), cell(p, "clean_acc")) for p in pairs]
+    return markdown([_short(by), "seed pairs", f"{label}: rAUC [pp]", f"PA = {label} acc @ σ_train [pp]",
+                     f"{label}: clean acc [pp]"], body)
+
+
 def _bars(spec, rows, out: Path, opts: BarsReport) -> list[Path]:
-    ok = _ok(rows)
+    ok = summarise(rows)
     for v in (opts.nt, opts.vant):
         if not any(r["variant"] == v for r in rows):
             raise ConfigError(f"report: the grid has no variant {v!r}")
     label = lambda r: " / ".join(_value(r[k]) for k in opts.group_by)  # noqa: E731
     groups = list(dict.fromkeys(label(r) for r in rows if r["variant"] == opts.vant))
     xs = _axis_values([r for r in rows if r["variant"] == opts.vant], opts.x)
+    pairs = {(label(p["setting"]), _num(p["setting"][opts.x])): p for p in paired(rows, opts.nt, opts.vant)}
     table: dict[tuple, dict] = {}
     for r in ok:
         if r["variant"] == opts.vant:
             nt = [n for n in ok if n["variant"] == opts.nt and n["group"] == r["group"]
                   and _num(n["train.sigma"]) == _num(r["train.sigma"])]
-            table.setdefault((label(r), _num(r[opts.x])), dict(vant=r.get("rauc"), nt=nt[0].get("rauc") if nt else None,
-                                                              pa=r.get("pa")))
+            nt = max(nt, key=lambda n: n["seeds"], default=None)
+            table.setdefault((label(r), _num(r[opts.x])), dict(vant=r, nt=nt, pair=pairs.get((label(r), _num(r[opts.x])))))
     fig = new_figure(figsize=(max(7.5, 0.9 * len(xs) + 2.5), 7.6), layout="constrained")
     a1, a2 = fig.subplots(2, 1, sharex=True)
     width = 0.8 / max(1, len(groups))
     pos = np.arange(len(xs))
     plotted = []
+    get = lambda g, x, who, k: (table.get((g, x), {}).get(who) or {}).get(k)  # noqa: E731
+    f = lambda v: [u if _finite(u) else np.nan for u in v]  # noqa: E731
     for gi, g in enumerate(groups):
         off = pos - 0.4 + width * (gi + 0.5)
-        va = [table.get((g, x), {}).get("vant") for x in xs]
-        nt = [table.get((g, x), {}).get("nt") for x in xs]
-        pa = [table.get((g, x), {}).get("pa") for x in xs]
-        f = lambda v: [u if _finite(u) else np.nan for u in v]  # noqa: E731
+        va, va_ci = [get(g, x, "vant", "rauc") for x in xs], [get(g, x, "vant", "rauc_ci") for x in xs]
+        nt, nt_ci = [get(g, x, "nt", "rauc") for x in xs], [get(g, x, "nt", "rauc_ci") for x in xs]
+        pa, pa_ci = [get(g, x, "vant", "pa") for x in xs], [get(g, x, "vant", "pa_ci") for x in xs]
         color = f"C{gi}"
         a1.bar(off, f(va), width=width, color=color, alpha=0.35, label=g)
-        a1.plot(off, f(nt), "o", color=color, mec="black", ms=5)
-        a1.plot(off, f(va), "*", color=color, mec="black", ms=10)
-        a2.bar(off, f(pa), width=width, color=color, label=g)
-        plotted += [{"group": g, opts.x: x, "vant_rauc": v, "nt_rauc": t, "pa": p} for x, v, t, p in zip(xs, va, nt, pa)]
+        a1.errorbar(off - width / 6, f(nt), yerr=f(nt_ci), fmt="o", color=color, mec="black", ms=5, capsize=3, ecolor="black")
+        a1.errorbar(off + width / 6, f(va), yerr=f(va_ci), fmt="*", color=color, mec="black", ms=10, capsize=3, ecolor="black")
+        a2.bar(off, f(pa), width=width, color=color, label=g, yerr=f(pa_ci), capsize=3)
+        plotted += [{"group": g, opts.x: x, "vant_rauc": v, "vant_rauc_ci": vc, "nt_rauc": t, "nt_rauc_ci": tc,
+                     "pa": p, "pa_ci": pc, "seeds_vant": get(g, x, "vant", "seeds"), "seeds_nt": get(g, x, "nt", "seeds")}
+                    for x, v, vc, t, tc, p, pc in zip(xs, va, va_ci, nt, nt_ci, pa, pa_ci)]
     a1.plot([], [], "o", color="grey", mec="black", label="NT (dot)")
     a1.plot([], [], "*", color="grey", mec="black", ms=10, label="VANT (star)")
     for ax in (a1, a2):
         ax.set_xticks(pos, [_value(x) for x in xs])
         ax.grid(alpha=0.3, axis="y")
     a2.set_xlabel(_short(opts.x))
-    a1.set_ylabel("rAUC [%]"); a1.set_title("(a) rAUC against the NT upper bound", fontsize=10)
+    whiskers = f"; whiskers: {100 * LEVEL:g} % CI over seeds" if any(r["seeds"] > 1 for r in ok) else ""
+    a1.set_ylabel("rAUC [%]"); a1.set_title("(a) rAUC against the NT upper bound" + whiskers, fontsize=10)
     a1.legend(fontsize=7, ncol=2, loc="lower right")
     a2.axhline(0, color="black", lw=0.8)
-    a2.set_ylabel("preserved accuracy [pp]"); a2.set_title("(b) preserved accuracy", fontsize=10)
+    a2.set_ylabel("preserved accuracy [pp]"); a2.set_title("(b) preserved accuracy" + whiskers, fontsize=10)
     a2.legend(fontsize=7)
     fig.suptitle(_title(spec), fontsize=10)
     png = _save(fig, out / "report.png", plotted)
-    lines = _header(spec, rows)
-    body = []
+    lines = _header(spec, rows) + _seeds_note(ok)
+    body, pair_rows = [], []
     for g in groups:
         for x in xs:
             t = table.get((g, x))
             if t is None:
                 continue
-            gain = t["vant"] - t["nt"] if _finite(t["vant"]) and _finite(t["nt"]) else None
-            body.append((g, _value(x), _fmt(t["nt"]), _fmt(t["vant"]), _fmt(gain, sign=True), _fmt(t["pa"], sign=True)))
-    lines.append(markdown([" / ".join(_short(k) for k in opts.group_by), _short(opts.x), "rAUC NT [%]", "rAUC VANT [%]",
-                           "gain [pp]", "PA [pp]"], body))
+            body.append((g, _value(x), f"{t['nt']['seeds'] if t['nt'] else 0} / {t['vant']['seeds']}",
+                         pm(t["nt"], "rauc") if t["nt"] else "", pm(t["vant"], "rauc"), pm(t["vant"], "pa", sign=True)))
+            if t["pair"] is not None:
+                pair_rows.append(dict(t["pair"], **{opts.x: x}))
+    lines.append(markdown([" / ".join(_short(k) for k in opts.group_by), _short(opts.x), "seeds NT / VANT",
+                           "rAUC NT [%]", "rAUC VANT [%]", "PA [pp]"], body))
+    if pair_rows:
+        lines += ["", f"## Paired by seed: {opts.vant} − {opts.nt} (same σ_train, same seed)", "",
+                  paired_table(pair_rows, opts.x, f"{opts.vant} − {opts.nt}")]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
     return [png, data_path(png), md]
@@ -473,18 +516,20 @@ class CompareReport:
 def compare_table(rows: Sequence[dict], opts: CompareReport | None = None) -> tuple[str, dict]:
     """The paper's basic comparison from a results table: clean, NT and VANT at VANT's sigma_train,
     with clean accuracy, accuracy at sigma_train, AUC, rAUC and PA, the upper bound and the envelope.
-    Returns the Markdown table and its numbers."""
+    With several seeds per variant: means ± the 95 % t interval over seeds, and VANT − NT paired by
+    seed. Returns the Markdown table (and the paired one below it) and its numbers."""
     opts = opts or CompareReport()
-    ok = _ok(rows)
+    raw = _ok(rows)
+    ok = summarise(rows)
     vant = [r for r in ok if r["variant"] == opts.vant]
     clean = [r for r in ok if r["variant"] == opts.clean]
-    ladder = [r for r in ok if r["variant"] == opts.nt]
+    ladder = [r for r in raw if r["variant"] == opts.nt]
     if not vant or not clean or not ladder:
         raise ConfigError(f"report (compare): needs finished runs of the variants {opts.clean!r}, {opts.nt!r} and "
-                          f"{opts.vant!r}; finished: {sorted({r['variant'] for r in ok})}")
+                          f"{opts.vant!r}; finished: {sorted({r['variant'] for r in raw})}")
     st = _num(vant[0]["train.sigma"])
     grid = curve_of(vant[0])[0]
-    nt_at = {_num(r["train.sigma"]): r for r in ladder}
+    nt_at = {_num(r["train.sigma"]): r for r in ok if r["variant"] == opts.nt}
     if st not in nt_at or any(_num(s) not in nt_at for s in grid):
         raise ConfigError(f"report (compare): the {opts.nt!r} ladder must hold NT at every sigma of the grid {grid} "
                           f"(sigma_train {st:g} included)")
@@ -494,16 +539,20 @@ def compare_table(rows: Sequence[dict], opts: CompareReport | None = None) -> tu
     chosen = [("clean", clean[0]), (f"NT@{st:g}", nt_at[st]), (f"VANT@{st:g}", vant[0])]
     table = []
     for name, r in chosen:
-        acc = dict(zip(*curve_of(r)[:2]))
-        table.append(dict(model=name, run=r["run"], clean_acc=r["clean_acc"], acc_at_sigma_train=acc[st], auc=r["auc"],
-                          rauc=r["rauc"], pa=r["pa"] if r is vant[0] else None))
-    body = [(t["model"], _fmt(t["clean_acc"]), _fmt(t["acc_at_sigma_train"]), _fmt(t["auc"]), _fmt(t["rauc"]),
-             _fmt(t["pa"], sign=True)) for t in table]
-    body += [("upper bound (NT matched)", "", "", _fmt(auc_ub), "100.0", ""),
-             ("envelope (best NT at each sigma, check)", "", "", _fmt(auc_env), _fmt(100 * auc_env / auc_ub), "")]
-    text = markdown(["model", "clean acc [%]", f"acc @ sigma={st:g} [%]", "AUC", "rAUC [%]", "PA [pp]"], body)
+        table.append(dict(model=name, run=r["runs"], seeds=r["seeds"], clean_acc=r["clean_acc"],
+                          acc_at_sigma_train=r[f"acc@{st:g}"], auc=r["auc"], rauc=r["rauc"],
+                          pa=r["pa"] if r is vant[0] else None, summary=r))
+    body = [(t["model"], str(t["seeds"]), pm(t["summary"], "clean_acc"), pm(t["summary"], f"acc@{st:g}"),
+             pm(t["summary"], "auc"), pm(t["summary"], "rauc"), pm(t["summary"], "pa", sign=True) if t["pa"] is not None
+             else "") for t in table]
+    body += [("upper bound (NT matched)", "", "", "", _fmt(auc_ub), "100.0", ""),
+             ("envelope (best NT at each sigma, check)", "", "", "", _fmt(auc_env), _fmt(100 * auc_env / auc_ub), "")]
+    text = markdown(["model", "seeds", "clean acc [%]", f"acc @ sigma={st:g} [%]", "AUC", "rAUC [%]", "PA [pp]"], body)
+    pairs = [p for p in paired(rows, opts.nt, opts.vant) if p["pairs"] > 0]
+    if pairs and any(p["pairs"] > 1 for p in pairs):
+        text += "\n\nPaired by seed (VANT and NT of the same seed):\n\n" + paired_table(pairs)
     return text, dict(sigma_train=st, grid=grid, rows=table, upper_bound=ub, envelope=env, auc_upper_bound=auc_ub,
-                      alpha=vant[0]["train.alpha"], theta=vant[0]["train.theta"])
+                      alpha=vant[0]["train.alpha"], theta=vant[0]["train.theta"], paired=pairs)
 
 
 def _compare(spec, rows, out: Path, opts: CompareReport) -> list[Path]:
@@ -511,17 +560,17 @@ def _compare(spec, rows, out: Path, opts: CompareReport) -> list[Path]:
     names = {"clean": opts.clean, "nt": opts.nt, "vant": opts.vant}
     curves = []
     for t in result["rows"]:
-        r = next(r for r in _ok(rows) if r["run"] == t["run"])
-        sig, acc, std = curve_of(r)
-        curves.append(dict(label=t["model"], sigmas=sig, mean=acc, std=std))
+        r = t["summary"]
+        sig, acc, _ = curve_of(r)
+        curves.append(dict(label=t["model"] + _seed_suffix(r), sigmas=sig, mean=acc, std=band_of(r)))
     fig = new_figure(figsize=(6.4, 4.2))
     ax = fig.subplots()
     ub = dict(sigmas=result["grid"], mean=result["upper_bound"])
     draw_curves(ax, curves, _title(spec), ub, result["sigma_train"])
     fig.tight_layout()
     png = _save(fig, out / "report.png", curve_rows(curves, ub))
-    lines = _header(spec, rows) + [f"Variants: {names}. VANT: α={_value(result['alpha'])}, θ={_value(result['theta'])}.",
-                                   "", text]
+    lines = _header(spec, rows) + _seeds_note([t["summary"] for t in result["rows"]])
+    lines += [f"Variants: {names}. VANT: α={_value(result['alpha'])}, θ={_value(result['theta'])}.", "", text]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
     return [png, data_path(png), md]
@@ -556,18 +605,53 @@ def _scenario(spec, rows, out: Path, opts: ScenarioReport, progress: bool = True
     scn = load_scenario(spec.scenario)
     ok = list({r["run"]: r for r in _ok(rows)}.values())  # a run two variants share is evaluated once
     runs = [Run.open(out / r["run_dir"]) for r in ok]
-    result = compare_on_scenario(runs, scn, labels=[scenario_label(r) for r in ok], out_dir=None, progress=progress,
+    settings = [scenario_label(r) for r in ok]
+    seeded = len({str(r.get(SEED)) for r in ok}) > 1
+    labels = [f"{lab} seed {r.get(SEED)}" if seeded else lab for lab, r in zip(settings, ok)]
+    result = compare_on_scenario(runs, scn, labels=labels, out_dir=None, progress=progress,
                                  repeats=opts.repeats, seed=opts.seed, threshold=opts.threshold, worst_q=opts.worst)
+    for summary, setting in zip(result["rows"], settings):
+        summary["setting"] = setting
     for summary, r, run in zip(result["rows"], ok, runs):
         t = run.config.train
         mean, std = training_sigma(t.method, t.sigma, t.alpha, t.theta, t.sampler, t.sigma_values)
         summary["train_sigma"] = f"{_fmt(mean, '.3f')} ± {_fmt(std, '.3f')}"
     png = scenario_figure([(s["label"], s) for s in result["rows"]], scn, out / "report.png")
+    over_seeds = scenario_over_seeds(result["rows"])
+    if over_seeds:
+        result["over_seeds"] = over_seeds
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
     lines = _header(spec, rows) + [scn.describe(), "", format_table(result["rows"])]
+    if over_seeds:
+        lines += ["", f"## Over seeds: mean ± the {100 * LEVEL:g} % Student-t interval of each setting's runs", "",
+                  markdown(["model", "seeds", "expected acc [%]", f"mean of worst {100 * opts.worst:g}% [%]",
+                            "share below threshold [%]"], [(o["label"], str(o["seeds"]), pm(o, "expected", ".2f"),
+                                               pm(o, "worst_mean", ".2f"), pm(o, "below_pct")) for o in over_seeds])]
     md = out / "report.md"
     md.write_text("\n".join(lines + _failures(rows)) + "\n")
     return [png, data_path(png), md]
+
+
+def scenario_over_seeds(summaries: Sequence[dict]) -> list[dict]:
+    """Scenario summaries of runs that share a label (the seeds of one setting) as mean ± interval;
+    empty when no label has two runs."""
+    from .table import interval
+
+    by: dict[str, list[dict]] = defaultdict(list)
+    for s in summaries:
+        by[s.get("setting", s["label"])].append(s)
+    if all(len(v) < 2 for v in by.values()):
+        return []
+    out = []
+    for label, ss in by.items():
+        o = {"label": label, "seeds": len(ss)}
+        for key, get in (("expected", lambda x: x["expected"]), ("worst_mean", lambda x: x["worst_mean"]),
+                         ("below_pct", lambda x: 100 * x["below"] if x.get("below") is not None else None)):
+            vals = [get(x) for x in ss]
+            if all(_finite(v) for v in vals):
+                o[key], _, o[key + "_ci"] = interval(vals)
+        out.append(o)
+    return out
 
 
 REPORTS = {"curves": (CurvesReport, _curves), "heatmap": (HeatmapReport, _heatmap),
