@@ -39,6 +39,7 @@ def test_valid_configs_resolve_and_hash_as_before(overrides, run_hash, digest):
     assert resolved.pop("log") == {"tensorboard": False, "mlflow": None, "experiment": "vant"}  # trackers, likewise
     # added later too; at these values (the feature unused) they leave the run's identity unchanged
     assert [resolved["data"].pop(k) for k in ("subset", "test_subset", "subset_seed")] == [None, None, 0]
+    assert [resolved["train"].pop(k) for k in ("init_from", "init_skip", "init_hash")] == [None, [], ""]
     assert hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16] == digest
 
 

@@ -46,7 +46,8 @@ def test_every_third_party_import_is_declared():
     missing = {m: f for m, f in third_party.items() if DISTRIBUTION.get(m, m).lower() not in declared | extras}
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
     optional = {m for m in third_party if DISTRIBUTION.get(m, m).lower() not in declared}
-    assert optional == {"brevitas", "ray", "shtab", "timm", "lightning", "submitit", "mlflow", "pyarrow", "aihwkit"}, optional  # each behind an extra and imported on use only
+    assert optional == {"brevitas", "ray", "shtab", "timm", "lightning", "submitit", "mlflow", "pyarrow", "aihwkit",
+                        "safetensors"}, optional  # each behind an extra and imported on use only
 
 
 def test_license_and_typed_marker_are_packaged():

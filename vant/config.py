@@ -95,6 +95,11 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | sam: SAM wraps Adam, two forward/backward passes per step
     sam_rho: float = 0.5  # SAM neighbourhood radius rho (the spec's single-run default for ASAM)
     sam_adaptive: bool = True  # ASAM: perturbation scaled element-wise by |w| (authors' setting)
+    # start from trained weights (noisy fine-tuning): a finished vant run directory, a state_dict file
+    # (.pt/.pth, .safetensors) or 'pretrained' (a tv: model's weights in torchvision's cache); null = random init
+    init_from: Union[str, None] = None
+    init_skip: list = field(default_factory=list)  # module names not loaded from init_from (re-initialised), e.g. [fc]
+    init_hash: str = ""  # identity of init_from's content, filled when the run is set up (run:<hash>, sha256:<hex>)
 
 
 @dataclass
@@ -134,7 +139,7 @@ class RunConfig:
 #: Keys that change where, how fast or how a run is *evaluated*, never the trained model: excluded
 #: from the run's hash. Evaluation rows are cached per (sigma, repeat, seed) inside the run.
 NON_SEMANTIC = ("name", "out_dir", "device", "cpu_threads", "eval", "data.root", "data.download", "train.test_every",
-                "log")
+                "log", "train.init_from")  # init_from's *content* is in the hash, as train.init_hash
 
 
 # ----------------------------------------------------------------------------- typed (de)serialisation
@@ -319,6 +324,12 @@ def resolve(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{key} must be an integer >= 2 (images; null = the whole split), got {value}")
     if not 0 <= cfg.data.subset_seed < TRAIN_SEED_LIMIT:
         raise ConfigError(f"data.subset_seed must be an integer in [0, 2**44), got {cfg.data.subset_seed}")
+    if t.init_from is not None and not t.init_from.strip():
+        raise ConfigError("train.init_from must name a run directory, a state_dict file or 'pretrained' (or be null)")
+    if not all(isinstance(n, str) and n.strip() for n in t.init_skip):
+        raise ConfigError(f"train.init_skip must be a list of module names, e.g. [fc], got {t.init_skip!r}")
+    if t.init_from is None and (t.init_skip or t.init_hash):
+        raise ConfigError("train.init_skip and train.init_hash go with train.init_from (null here)")
     if t.method == "clean":
         t.sigma, t.theta = 0.0, 0.0
     if t.theta is None:
@@ -493,7 +504,8 @@ def _number(v):
 #: Fields added after runs were first stored: left out of the hash while they hold the value they had
 #: before they existed, so every run stored before keeps its directory (the hash of a config that
 #: does not use the feature is unchanged).
-HASH_NEUTRAL = {"data.subset": None, "data.test_subset": None, "data.subset_seed": 0}
+HASH_NEUTRAL = {"data.subset": None, "data.test_subset": None, "data.subset_seed": 0, "train.init_skip": [],
+                "train.init_hash": ""}
 
 
 def config_hash(cfg: RunConfig) -> str:

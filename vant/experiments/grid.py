@@ -125,9 +125,24 @@ def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gp
             print(progress_line(done[0], len(todo), time.perf_counter() - tic, finished[0], sum(weight)),
                   file=sys.stderr, flush=True)
 
-    if cfgs:
-        executors.run_all(cfgs, on_done, executor, workers, address, cpus_per_run, gpus_per_run, threads, progress,
-                          slurm=slurm_opts, folder=grid_dir / "slurm", name=spec.name, log=log)
+    # sources first: a run that starts from another's weights (init_from_variant) waits for it, and
+    # fails with its reason, untrained, where the source failed
+    first = [k for k, p in enumerate(todo) if jobs[by_run[p][0]].source is None]
+    for wave in (first, [k for k in range(len(todo)) if k not in set(first)]):
+        runnable = []
+        for k in wave:
+            src = jobs[by_run[todo[k]][0]].source
+            srow = rows[by_run[src.path][0]] if src is not None else None
+            if srow is not None and srow["status"] != "ok":
+                why = f"{srow['status']}: {srow['error']}" if srow.get("error") else srow["status"]
+                on_done(k, dict(status="failed", summary=None, traceback="",
+                                error=f"its source run {src.path.name} ({src.variant}) did not finish ({why})"))
+            else:
+                runnable.append(k)
+        if runnable:
+            executors.run_all([cfgs[k] for k in runnable], lambda i, result, ks=runnable: on_done(ks[i], result),
+                              executor, workers, address, cpus_per_run, gpus_per_run, threads, progress,
+                              slurm=slurm_opts, folder=grid_dir / "slurm", name=spec.name, log=log)
     rows = read_results(grid_dir)
     failures = [r for r in rows if r["status"] != "ok"]
     result = GridResult(grid_dir, rows, failures)

@@ -9,6 +9,7 @@ A grid spec (the presets in ``vant/experiments/presets/`` are examples) is a map
     variants:                     # named, non-Cartesian sets of settings (optional)
       NT:   {train.method: nt, grid: {train.sigma: [0.1, 0.3]}}   # a variant may carry its own grid
       VANT: {train.method: vant, train.sigma: 0.5}
+      VANT-ft: {train.method: vant, train.sigma: 0.5, init_from_variant: clean, train.epochs: 5}
     scenario: drifting_fleet      # optional: variants may take their training noise from it
     report: {kind: curves | heatmap | table1 | bars | compare | scenario, ...}   # see vant.experiments.report
     slurm: {partition: gpu, time: "8:00:00", mem: 16G}   # optional: --executor slurm's settings (vant.experiments.slurm)
@@ -20,6 +21,9 @@ Runs = for each variant, the product of the top-level grid and the variant's gri
 is base < variant settings < grid point, checked like any run config (unknown keys are errors). A
 variant ``{from_scenario: nt | vant | vant_fit | empirical}`` takes its training-noise settings from
 the spec's scenario (:func:`vant.scenarios.fit.scenario_settings`); its own keys override them.
+A variant ``{init_from_variant: clean}`` fine-tunes: each of its runs starts from the trained weights
+of the run of variant ``clean`` that has the same values of the grid keys both variants have (the
+same ``train.seed``, say); the grid trains those sources first (:func:`waves`).
 """
 from __future__ import annotations
 
@@ -27,11 +31,12 @@ import copy
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import yaml
 
-from ..config import (ConfigError, RunConfig, from_dict, load_yaml, merge, parse_override, resolve, safe_component,
-                      set_dotted, to_dict)
+from ..config import (ConfigError, RunConfig, config_hash, from_dict, load_yaml, merge, parse_override, resolve,
+                      safe_component, set_dotted, to_dict)
 from ..data import check_dataset_name
 from ..models import check_model, model_info
 from ..pipeline.loggers import check_trackers
@@ -61,6 +66,8 @@ class Job:
     variant: str
     point: dict  # dotted key -> value, the grid values of this run
     config: RunConfig
+    source: Union["Job", None] = None  # the job whose trained weights this one starts from (init_from_variant)
+    source_variant: Union[str, None] = None  # the variant named by init_from_variant
 
     @property
     def path(self) -> Path:
@@ -210,8 +217,14 @@ def expand(spec: GridSpec) -> list[Job]:
                 settings = {**scenario_settings(scenario, derived), **settings}
             except ValueError as e:
                 raise ConfigError(f"variants.{vname}.from_scenario: {e}") from None
+        source_variant = settings.pop("init_from_variant", None)
         vgrid = _check_grid(settings.pop("grid", None) or {}, f"variants.{vname}.grid")
         fixed = _flatten(settings)
+        if source_variant is not None:
+            if fixed.get("train.init_from") is not None:
+                raise ConfigError(f"{spec.name}: variants.{vname}: init_from_variant and train.init_from both name a "
+                                  "source; give one")
+            fixed["train.init_from"] = f"variant:{source_variant}"  # the run directory is known once all points are
         grid = {**top, **vgrid}
         for values in itertools.product(*grid.values()):
             point = dict(zip(grid, values))
@@ -224,9 +237,42 @@ def expand(spec: GridSpec) -> list[Job]:
                 check_trackers(cfg)
             except (ConfigError, ValueError) as e:
                 raise ConfigError(f"{spec.name}: {where}point {point}: {e}") from None
-            jobs.append(Job(vname, point, cfg))
+            jobs.append(Job(vname, point, cfg, source_variant=source_variant))
     if not jobs:
         raise ConfigError(f"{spec.name}: the grid has no runs")
+    _link_sources(spec, jobs)
     return jobs
+
+
+def _link_sources(spec: GridSpec, jobs: list[Job]) -> None:
+    """Point every job of an ``init_from_variant`` variant at its source run (same values of the
+    shared grid keys), and set its ``train.init_from``/``init_hash`` to that run's directory/config."""
+    for job in jobs:
+        src = job.source_variant
+        if src is None:
+            continue
+        where = f"{spec.name}: variants.{job.variant}.init_from_variant"
+        if src not in (spec.variants or {}):
+            raise ConfigError(f"{where}: no variant {src!r} (the grid has {sorted(spec.variants or {})})")
+        if src == job.variant:
+            raise ConfigError(f"{where}: a variant cannot start from its own runs")
+        candidates = [j for j in jobs if j.variant == src
+                      and all(str(j.point[k]) == str(v) for k, v in job.point.items() if k in j.point)]
+        if len(candidates) != 1:
+            shared = sorted(k for k in job.point if any(k in j.point for j in jobs if j.variant == src))
+            raise ConfigError(f"{where}: point {job.point} matches {len(candidates)} runs of {src!r} on the grid keys "
+                              f"they share ({shared or 'none'}); it must match exactly one")
+        if candidates[0].source_variant is not None:
+            raise ConfigError(f"{where}: {src!r} itself starts from another variant; chains are not supported")
+        job.source = candidates[0]
+        job.config.train.init_from = str(candidates[0].path.expanduser().resolve())
+        job.config.train.init_hash = "run:" + config_hash(candidates[0].config)
+
+
+def waves(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs in the order they can run: sources first, then the runs that start from them."""
+    first = [j for j in jobs if j.source is None]
+    then = [j for j in jobs if j.source is not None]
+    return [w for w in (first, then) if w]
 
 

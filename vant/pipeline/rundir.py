@@ -33,6 +33,8 @@ def label(cfg: RunConfig) -> str:
         m += f"-w{q}a{q}" + (f"-s{cfg.model.quant_act_scale:g}" if cfg.model.quant_act_scale is not None else "")
     if t.optimizer == "sam":
         m += f"-{'asam' if t.sam_adaptive else 'sam'}{t.sam_rho:g}"
+    if t.init_from is not None:  # fine-tuned from trained weights
+        m += "-ft"
     return f"{cfg.model.name.replace(':', '_')}-{cfg.data.name.replace(':', '_')}-{m}"
 
 

@@ -44,6 +44,7 @@ from .evaluate import sweep
 # the run directory's names and readers live in .rundir (no torch); re-exported here as before
 from .rundir import (EPOCH_FIELDS, EPOCH_NUMERIC, SWEEP_FIELDS, SWEEP_NUMERIC, Run, _missing_rows, eval_sigmas, is_done,
                      label, run_dir)
+from .init import apply_init, check_source_unchanged, load_source, with_init_hash
 from .loggers import Trackers, check_trackers, open_trackers
 from .store import CheckpointError, RunBusy, load_checkpoint, load_model_state, lock, read_csv, write_csv, write_text_atomic
 from .train import TrainingDiverged, fit
@@ -172,6 +173,7 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
         cfg = resolve(cfg)
         check_dataset_name(cfg.data.name)
         check_model(cfg.model.name, cfg.model.kwargs)
+    cfg = with_init_hash(cfg)  # the source's content is part of the run's identity
     path = run_dir(cfg)
     run = Run(path)
     if run.trained and not _missing_rows(cfg, run.rows()):
@@ -182,6 +184,9 @@ def execute(cfg: RunConfig, progress: bool = True, log=print, *, resolved: bool 
         # Everything that can fail on bad input happens before the directory is created.
         data = run_data(cfg, cfg.data.download)
         model = build_model(cfg, data)
+        if cfg.train.init_from is not None and not (path / "checkpoint.pt").is_file():  # a resume has its own weights
+            check_source_unchanged(cfg)
+            apply_init(model, load_source(cfg), cfg.train.init_skip, f"train.init_from={cfg.train.init_from}")
         check_batches(cfg, data, model)
         check_trackers(cfg)
         path.mkdir(parents=True, exist_ok=True)
