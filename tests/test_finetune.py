@@ -173,3 +173,13 @@ def test_a_safetensors_file_is_read_where_the_package_is_installed(tmp_path):
                                              f"out_dir={tmp_path / 'runs'}", f"train.init_from={path}"]), progress=False)
     assert (run.path / "trained").is_file()
     assert yaml.safe_load((run.path / "config.yaml").read_text())["config"]["train"]["init_hash"].startswith("sha256:")
+
+
+def test_fine_tune_defaults_halve_the_epochs_and_drop_the_warm_up(source):
+    scratch = resolve(build_config(None, ["data.name=cinic10", "train.method=vant"]))
+    ft = resolve(build_config(None, ["data.name=cinic10", "train.method=vant", f"train.init_from={source.path}"]))
+    assert (scratch.train.epochs, scratch.train.warmup_epochs) == (400, 100)
+    assert (ft.train.epochs, ft.train.warmup_epochs, ft.train.lr) == (200, 0, scratch.train.lr)
+    assert resolve(build_config(None, BASE + [f"train.init_from={source.path}"])).train.epochs == 15  # 30 / 2
+    given = resolve(build_config(None, BASE + [f"train.init_from={source.path}", "train.epochs=7", "train.warmup_epochs=2"]))
+    assert (given.train.epochs, given.train.warmup_epochs) == (7, 2)  # what the config says wins

@@ -202,9 +202,10 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
         vant = r["train.method"] == "vant"
         body.append((label, r["train.method"], _value(r["train.sigma"]), _value(r["train.alpha"]) if vant else "",
                      _value(r["train.theta"]) if vant else "", str(r["seeds"]), pm(r, "clean_acc"),
-                     pm(r, "acc_at_sigma_train"), pm(r, "auc"), pm(r, "rauc"), pm(r, "pa", sign=True)))
+                     pm(r, "acc_at_sigma_train"), pm(r, "auc"), pm(r, "rauc"), pm(r, "pa", sign=True),
+                     pm(r, "train_seconds", ".0f")))
     lines.append(markdown(["run", "method", "σ_train", "α", "θ", "seeds", "clean acc [%]", "acc @ σ_train [%]", "AUC",
-                           "rAUC [%]", "PA [pp]"], body, align="llrrrrrrrrr"))
+                           "rAUC [%]", "PA [pp]", "train time [s]"], body, align="llrrrrrrrrrr"))
     for name in opts.best:
         vr = [r for r in ok if r["variant"] == name]
         if vr:

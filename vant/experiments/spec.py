@@ -21,21 +21,24 @@ Runs = for each variant, the product of the top-level grid and the variant's gri
 is base < variant settings < grid point, checked like any run config (unknown keys are errors). A
 variant ``{from_scenario: nt | vant | vant_fit | empirical}`` takes its training-noise settings from
 the spec's scenario (:func:`vant.scenarios.fit.scenario_settings`); its own keys override them.
-A variant ``{init_from_variant: clean}`` fine-tunes: each of its runs starts from the trained weights
+A variant ``{upper_bound: ladder}`` takes its rAUC and PA against the NT runs of variant ``ladder``
+(:func:`_link_groups`). A variant ``{init_from_variant: clean}`` fine-tunes: each of its runs starts from the trained weights
 of the run of variant ``clean`` that has the same values of the grid keys both variants have (the
 same ``train.seed``, say); the grid trains those sources first (:func:`waves`).
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
 import yaml
 
-from ..config import (ConfigError, RunConfig, config_hash, from_dict, load_yaml, merge, parse_override, resolve,
+from ..config import (NON_SEMANTIC, ConfigError, RunConfig, config_hash, from_dict, load_yaml, merge, parse_override, resolve,
                       safe_component, set_dotted, to_dict)
 from ..data import check_dataset_name
 from ..models import check_model, model_info
@@ -43,6 +46,24 @@ from ..pipeline.loggers import check_trackers
 from ..pipeline.rundir import run_dir
 
 PRESETS = Path(__file__).parent / "presets"
+#: The keys of the training-noise recipe: runs that differ only in these share an NT ladder (upper bound).
+RECIPE_KEYS = ("train.method", "train.sigma", "train.alpha", "train.theta", "train.sampler", "train.sigma_values",
+               "train.warmup_epochs")
+#: The key whose values are repetitions of one setting, not settings (summarised over, paired by).
+SEED = "train.seed"
+
+
+def group_key(cfg: RunConfig) -> str:
+    """Runs with the same group share an NT upper bound: the config without recipe, seed and bookkeeping keys."""
+    data = to_dict(cfg)
+    for key in RECIPE_KEYS + (SEED,) + tuple(k for k in NON_SEMANTIC if k != "eval") + ("eval.batch_size", "eval.batched"):
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 @dataclass
@@ -68,6 +89,8 @@ class Job:
     config: RunConfig
     source: Union["Job", None] = None  # the job whose trained weights this one starts from (init_from_variant)
     source_variant: Union[str, None] = None  # the variant named by init_from_variant
+    ub_variant: Union[str, None] = None  # the variant named by upper_bound
+    group: str = ""  # the NT ladder it is measured against; "" = its own group (group_key)
 
     @property
     def path(self) -> Path:
@@ -218,6 +241,7 @@ def expand(spec: GridSpec) -> list[Job]:
             except ValueError as e:
                 raise ConfigError(f"variants.{vname}.from_scenario: {e}") from None
         source_variant = settings.pop("init_from_variant", None)
+        ub_variant = settings.pop("upper_bound", None)
         vgrid = _check_grid(settings.pop("grid", None) or {}, f"variants.{vname}.grid")
         fixed = _flatten(settings)
         if source_variant is not None:
@@ -237,11 +261,31 @@ def expand(spec: GridSpec) -> list[Job]:
                 check_trackers(cfg)
             except (ConfigError, ValueError) as e:
                 raise ConfigError(f"{spec.name}: {where}point {point}: {e}") from None
-            jobs.append(Job(vname, point, cfg, source_variant=source_variant))
+            jobs.append(Job(vname, point, cfg, source_variant=source_variant, ub_variant=ub_variant))
     if not jobs:
         raise ConfigError(f"{spec.name}: the grid has no runs")
     _link_sources(spec, jobs)
+    _link_groups(spec, jobs)
     return jobs
+
+
+def _link_groups(spec: GridSpec, jobs: list[Job]) -> None:
+    """A variant ``{upper_bound: ladder}`` is measured against the NT runs of variant ``ladder`` (rAUC
+    against their matched diagonal, PA against their NT at sigma_train), whatever its own training
+    length, learning rate or initialisation: a fine-tune against the NT trained from scratch."""
+    for job in jobs:
+        ub = job.ub_variant
+        if ub is None:
+            continue
+        where = f"{spec.name}: variants.{job.variant}.upper_bound"
+        if ub not in (spec.variants or {}):
+            raise ConfigError(f"{where}: no variant {ub!r} (the grid has {sorted(spec.variants or {})})")
+        ignore = set(RECIPE_KEYS) | {SEED}
+        groups = {group_key(j.config) for j in jobs if j.variant == ub and j.ub_variant is None
+                  and all(str(j.point[k]) == str(v) for k, v in job.point.items() if k in j.point and k not in ignore)}
+        if len(groups) != 1:
+            raise ConfigError(f"{where}: point {job.point} matches {len(groups)} NT ladders of {ub!r}; it must match one")
+        job.group = groups.pop()
 
 
 def _link_sources(spec: GridSpec, jobs: list[Job]) -> None:

@@ -31,12 +31,8 @@ import numpy as np
 from ..config import NON_SEMANTIC, ConfigError, RunConfig, to_dict
 from ..core.metrics import mean_std_ci, preserved_accuracy, rauc, upper_bound
 from ..pipeline.store import CheckpointError, read_csv, write_csv
-from .spec import Job
+from .spec import RECIPE_KEYS, SEED, Job, group_key  # noqa: F401 (group_key, RECIPE_KEYS: re-exported)
 
-RECIPE_KEYS = ("train.method", "train.sigma", "train.alpha", "train.theta", "train.sampler", "train.sigma_values",
-               "train.warmup_epochs")
-#: The key whose values are repetitions of one setting, not settings (summarised over, paired by).
-SEED = "train.seed"
 #: The confidence level of every interval vant reports.
 LEVEL = 0.95
 #: Columns every results table has, besides the grid keys.
@@ -52,19 +48,6 @@ def _get(cfg_dict: dict, key: str):
             return None
         node = node[part]
     return node
-
-
-def group_key(cfg: RunConfig) -> str:
-    """Runs with the same group share an NT upper bound: the config without recipe, seed and bookkeeping keys."""
-    data = to_dict(cfg)
-    for key in RECIPE_KEYS + (SEED,) + tuple(k for k in NON_SEMANTIC if k != "eval") + ("eval.batch_size", "eval.batched"):
-        *parents, leaf = key.split(".")
-        node = data
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def _cell(value):
@@ -92,7 +75,7 @@ def job_row(job: Job, grid_dir: Path, status: str = "pending", error: str = "", 
     row = {"variant": job.variant}
     for k in keys or grid_keys([job]):
         row[k] = _cell(_get(cfg, k))
-    row.update(group=group_key(job.config), run=job.path.name, run_dir=os.path.relpath(job.path, grid_dir),
+    row.update(group=job.group or group_key(job.config), upper_bound=job.ub_variant or "", run=job.path.name, run_dir=os.path.relpath(job.path, grid_dir),
                status=status, error=error)
     if summary is not None:
         row.update(clean_acc=summary["clean_accuracy"], acc_at_sigma_train=summary["acc_at_sigma_train"],
@@ -108,7 +91,7 @@ def job_row(job: Job, grid_dir: Path, status: str = "pending", error: str = "", 
 
 def table_fields(rows: list[dict], keys: list[str]) -> list[str]:
     sig = sorted({float(k[4:]) for r in rows for k in r if k.startswith("acc@")})
-    return (["variant", *keys, "group", "run", "run_dir", "status", "error", *METRICS]
+    return (["variant", *keys, "group", "upper_bound", "run", "run_dir", "status", "error", *METRICS]
             + [sigma_col(s) for s in sig] + [sigma_col(s, "std") for s in sig])
 
 
@@ -160,7 +143,7 @@ def _nt_by_sigma(members: Sequence[dict]) -> dict[float, list[dict]]:
     """A group's NT rows by sigma_train, one per run (a run two variants share counts once)."""
     out: dict[float, dict[str, dict]] = defaultdict(dict)
     for r in members:
-        if r["train.method"] == "nt":
+        if r["train.method"] == "nt" and not r.get("upper_bound"):  # not a run measured against another's ladder
             out[_num(r["train.sigma"])].setdefault(str(r.get("run") or r.get("runs") or id(r)), r)
     return {s: list(runs.values()) for s, runs in out.items()}
 
@@ -207,7 +190,7 @@ def derive(rows: Sequence[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- seeds: summaries and pairs
 
 #: Columns that differ between the seeds of one setting without naming the setting.
-_PER_RUN = {SEED, "run", "run_dir", "hash", "status", "error", "runs", "seeds"}
+_PER_RUN = {SEED, "run", "run_dir", "hash", "status", "error", "runs", "seeds"}  # "upper_bound" names the setting
 #: Summary columns that describe one training, not the setting (summarised like metrics).
 _PER_RUN_METRICS = {"epochs", "final_train_loss", "train_seconds", "final_train_acc", "clean_accuracy",
                     "acc_at_sigma_train_std"}
