@@ -87,7 +87,8 @@ def draw_curves(ax, curves: Sequence[dict], title: str = "", upper_bound: dict |
                 mark: float | None = None) -> None:
     """Draw :func:`accuracy_vs_sigma` into existing axes; a curve may carry its own ``color``."""
     for c in curves:
-        line, = ax.plot(c["sigmas"], c["mean"], marker="o", ms=3, lw=1.6, label=c["label"], color=c.get("color"))
+        line, = ax.plot(c["sigmas"], c["mean"], marker=c.get("marker", "o"), ms=3, lw=1.6, label=c["label"],
+                        color=c.get("color"), ls=c.get("ls", "-"))
         if c.get("std") is not None:
             lo = [m - s for m, s in zip(c["mean"], c["std"])]
             hi = [m + s for m, s in zip(c["mean"], c["std"])]

@@ -164,7 +164,8 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
         prow = [r for r in ok if r["variant"] in names]
         curves = []
         singles = iter(matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][1:])
-        for name in names:
+        for vi, name in enumerate(names):
+            style = dict(ls=("-", ":", "-.")[vi % 3], marker=("o", "s", "^")[vi % 3])  # variants told apart by line
             vr = [r for r in prow if r["variant"] == name]
             suffix = ""
             if name in opts.best and vr:
@@ -175,7 +176,7 @@ def _curves(spec, rows, out: Path, opts: CurvesReport) -> list[Path]:
                 sig, acc, _ = curve_of(r)
                 color = cmap(0.9 * i / max(1, len(vr) - 1)) if len(vr) > 1 else next(singles, None)
                 curves.append(dict(label=_row_label(r, varying) + _seed_suffix(r) + suffix, sigmas=sig, mean=acc,
-                                   std=band_of(r), color=color))
+                                   std=band_of(r), color=color, **(style if len(names) > 1 else {})))
         ub = None
         if opts.upper_bound:
             groups = list(dict.fromkeys(r["group"] for r in prow))
