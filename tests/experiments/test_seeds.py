@@ -105,3 +105,12 @@ def test_a_two_seed_grid_prints_intervals_and_the_paired_row(tmp_path, capsys):
         by = {(r["variant"], r["train.sigma"]): r for r in csv.DictReader(f)}
     assert float(by[("VANT", "1.1")]["rauc"]) == pytest.approx(v["rauc"])
     assert float(by[("VANT", "1.1")]["rauc_ci"]) == pytest.approx(v["rauc_ci"])
+
+
+def test_runs_measured_against_another_ladder_do_not_join_it():
+    """A fine-tuned NT run (upper_bound: NT) gets rAUC against the ladder, and is not part of its bound."""
+    rows = rows_two_seeds() + [_row("NT-ft", "nt", 0.5, 0, [99.0, 99.0], upper_bound="NT")]
+    out = derive(rows)
+    assert [r["rauc"] for r in out[:4]] == [r["rauc"] for r in derive(rows_two_seeds())[:4]]  # the bound is unchanged
+    ub_auc = 0.5 * (82 + 71) / 2
+    assert out[-1]["rauc"] == pytest.approx(100 * 0.5 * 99 / ub_auc)

@@ -269,20 +269,30 @@ def expand(spec: GridSpec) -> list[Job]:
     return jobs
 
 
+def _named_variant(spec: GridSpec, job: Job, name: str, key: str) -> str:
+    """The error prefix of ``variants.<job's>.<key>``, once ``name`` is known to be a variant of the spec."""
+    where = f"{spec.name}: variants.{job.variant}.{key}"
+    if name not in (spec.variants or {}):
+        raise ConfigError(f"{where}: no variant {name!r} (the grid has {sorted(spec.variants or {})})")
+    return where
+
+
+def _agree(job: Job, other: Job, ignore: set = frozenset()) -> bool:
+    """Whether ``other`` has ``job``'s values on every grid key both points have (but ``ignore``)."""
+    return all(str(other.point[k]) == str(v) for k, v in job.point.items() if k in other.point and k not in ignore)
+
+
 def _link_groups(spec: GridSpec, jobs: list[Job]) -> None:
     """A variant ``{upper_bound: ladder}`` is measured against the NT runs of variant ``ladder`` (rAUC
     against their matched diagonal, PA against their NT at sigma_train), whatever its own training
     length, learning rate or initialisation: a fine-tune against the NT trained from scratch."""
+    ignore = set(RECIPE_KEYS) | {SEED}
     for job in jobs:
         ub = job.ub_variant
         if ub is None:
             continue
-        where = f"{spec.name}: variants.{job.variant}.upper_bound"
-        if ub not in (spec.variants or {}):
-            raise ConfigError(f"{where}: no variant {ub!r} (the grid has {sorted(spec.variants or {})})")
-        ignore = set(RECIPE_KEYS) | {SEED}
-        groups = {group_key(j.config) for j in jobs if j.variant == ub and j.ub_variant is None
-                  and all(str(j.point[k]) == str(v) for k, v in job.point.items() if k in j.point and k not in ignore)}
+        where = _named_variant(spec, job, ub, "upper_bound")
+        groups = {group_key(j.config) for j in jobs if j.variant == ub and j.ub_variant is None and _agree(job, j, ignore)}
         if len(groups) != 1:
             raise ConfigError(f"{where}: point {job.point} matches {len(groups)} NT ladders of {ub!r}; it must match one")
         job.group = groups.pop()
@@ -295,13 +305,10 @@ def _link_sources(spec: GridSpec, jobs: list[Job]) -> None:
         src = job.source_variant
         if src is None:
             continue
-        where = f"{spec.name}: variants.{job.variant}.init_from_variant"
-        if src not in (spec.variants or {}):
-            raise ConfigError(f"{where}: no variant {src!r} (the grid has {sorted(spec.variants or {})})")
+        where = _named_variant(spec, job, src, "init_from_variant")
         if src == job.variant:
             raise ConfigError(f"{where}: a variant cannot start from its own runs")
-        candidates = [j for j in jobs if j.variant == src
-                      and all(str(j.point[k]) == str(v) for k, v in job.point.items() if k in j.point)]
+        candidates = [j for j in jobs if j.variant == src and _agree(job, j)]
         if len(candidates) != 1:
             shared = sorted(k for k in job.point if any(k in j.point for j in jobs if j.variant == src))
             raise ConfigError(f"{where}: point {job.point} matches {len(candidates)} runs of {src!r} on the grid keys "
