@@ -101,6 +101,21 @@ def test_config_show_prints_the_resolved_config(tmp_path):
     assert again.returncode == 0 and yaml.safe_load(again.stdout) == shown
 
 
+def test_options_may_stand_among_overrides(tmp_path):
+    import yaml
+
+    f = tmp_path / "c.yaml"
+    f.write_text("train: {epochs: 3}\n")
+    r = vant("config", "show", "train.sigma=0.7", "-c", str(f), "model.name=resnet18")
+    assert r.returncode == 0, r.stderr
+    shown = yaml.safe_load(r.stdout)
+    assert (shown["train"]["sigma"], shown["model"]["name"], shown["train"]["epochs"]) == (0.7, "resnet18", 3)
+    r = vant("config", "show", "train.sigma=0.7", "--nonsense", "model.name=resnet18")
+    assert r.returncode == 2 and "unrecognized arguments: --nonsense" in r.stderr
+    r = vant("list", "presets", "x=1")  # a command without overrides takes none
+    assert r.returncode == 2 and "unrecognized arguments: x=1" in r.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (["train.sigmaa=1"], "unknown config key 'train.sigmaa'"),
     (["train.sigma=-1"], "train.sigma must be >= 0"),

@@ -396,8 +396,11 @@ def _table1(spec, rows, out: Path, opts: Table1Report) -> list[Path]:
     nt = [c["nt_rauc"] if _finite(c["nt_rauc"]) else np.nan for c in cols]
     va = [c["selected"]["rauc"] if c["selected"] and _finite(c["selected"]["rauc"]) else np.nan for c in cols]
     pa = [c["selected"]["pa"] if c["selected"] else np.nan for c in cols]
-    a1.plot(xs, nt, "o-", color="C1", label="NT at σ_train")
-    a1.plot(xs, va, "*-", color="C0", ms=10, label="VANT, selected (α, θ)")
+    ci = lambda row, k: row.get(k + "_ci") if row and _finite(row.get(k + "_ci")) else np.nan  # noqa: E731
+    a1.errorbar(xs, nt, yerr=[ci(c.get("nt"), "rauc") for c in cols], fmt="o-", color="C1", capsize=3,
+                label="NT at σ_train")
+    a1.errorbar(xs, va, yerr=[ci(c["selected"], "rauc") for c in cols], fmt="*-", color="C0", ms=10, capsize=3,
+                label="VANT, selected (α, θ)")
     for c, v in zip(cols, va):
         if np.isfinite(v):
             a1.annotate(f"θ={_value(c['selected']['train.theta'])}", (c["value"], v), textcoords="offset points",
@@ -406,7 +409,8 @@ def _table1(spec, rows, out: Path, opts: Table1Report) -> list[Path]:
     a1.set_xlabel(_short(opts.by)); a1.set_ylabel("rAUC [%]"); a1.grid(alpha=0.3); a1.legend(fontsize=8)
     a1.set_title("(a) rAUC against the NT upper bound", fontsize=10)
     width = 0.6 * (min(np.diff(xs)) if len(xs) > 1 else 1.0)
-    a2.bar(xs, pa, width=width, color=["C2" if p >= 0 else "C3" for p in pa])
+    a2.bar(xs, pa, width=width, color=["C2" if p >= 0 else "C3" for p in pa], capsize=3,
+           yerr=[ci(c["selected"], "pa") for c in cols])
     a2.axhline(0, color="black", lw=0.8)
     a2.axhline(-opts.tolerance, color="grey", ls="--", lw=1, label=f"tolerance −{opts.tolerance:g} pp")
     a2.set_xlabel(_short(opts.by)); a2.set_ylabel("preserved accuracy [pp]"); a2.grid(alpha=0.3, axis="y")
