@@ -183,3 +183,31 @@ def test_fine_tune_defaults_halve_the_epochs_and_drop_the_warm_up(source):
     assert resolve(build_config(None, BASE + [f"train.init_from={source.path}"])).train.epochs == 15  # 30 / 2
     given = resolve(build_config(None, BASE + [f"train.init_from={source.path}", "train.epochs=7", "train.warmup_epochs=2"]))
     assert (given.train.epochs, given.train.warmup_epochs) == (7, 2)  # what the config says wins
+
+
+def test_pretrained_reads_timm_weights_from_the_hugging_face_cache_only(tmp_path, monkeypatch):
+    timm = pytest.importorskip("timm")
+    st = pytest.importorskip("safetensors.torch")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    cfg = ["model.name=timm:resnet18", "data.image_size=32", "device=cpu", "train.epochs=1",
+           f"out_dir={tmp_path / 'runs'}", "train.init_from=pretrained", "train.init_skip=[fc,conv1]"]
+    from vant.config import ConfigError
+    from vant.pipeline.init import load_source, with_init_hash
+
+    with pytest.raises(ConfigError, match="not in the Hugging Face cache and vant downloads nothing"):
+        with_init_hash(resolve(build_config(None, cfg)))
+    # the layout huggingface_hub caches a file in (made here: tests never download)
+    hub_id = timm.models.get_pretrained_cfg("resnet18").hf_hub_id
+    repo = tmp_path / "hf" / ("models--" + hub_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    st.save_file(timm.create_model("resnet18", pretrained=False).state_dict(),
+                 str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    c = with_init_hash(resolve(build_config(None, cfg)))
+    assert c.train.init_hash.startswith(f"pretrained:models--{hub_id.replace('/', '--')}:")
+    assert load_source(c)["fc.weight"].shape == (1000, 512)
+    run = execute(c, progress=False)  # the 1000-class head and the 3-channel stem re-initialised for the digits
+    assert (run.path / "trained").is_file()

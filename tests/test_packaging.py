@@ -11,7 +11,8 @@ except ImportError:  # Python 3.10: pytest itself depends on tomli there
 
 ROOT = Path(__file__).resolve().parent.parent
 #: import name -> distribution name, where they differ
-DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow", "mlflow": "mlflow-skinny"}
+DISTRIBUTION = {"yaml": "pyyaml", "sklearn": "scikit-learn", "PIL": "pillow", "mlflow": "mlflow-skinny",
+                "huggingface_hub": "huggingface-hub"}
 #: standard library on newer Pythons only; vant imports them with a fallback for 3.10
 NEWER_STDLIB = ("tomllib",)
 
@@ -47,7 +48,7 @@ def test_every_third_party_import_is_declared():
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
     optional = {m for m in third_party if DISTRIBUTION.get(m, m).lower() not in declared}
     assert optional == {"brevitas", "ray", "shtab", "timm", "lightning", "submitit", "mlflow", "pyarrow", "aihwkit",
-                        "safetensors"}, optional  # each behind an extra and imported on use only
+                        "safetensors", "huggingface_hub"}, optional  # each behind an extra and imported on use only
 
 
 def test_license_and_typed_marker_are_packaged():

@@ -8,7 +8,8 @@ A source is one of
   package is installed; its identity is the SHA-256 of its bytes (``sha256:<hex>``), so another file,
   or the same path rewritten, is another run;
 - ``pretrained``: the weights torchvision publishes for a ``tv:`` model, read from torchvision's own
-  cache (``torch.hub.get_dir()/checkpoints``); nothing is downloaded.
+  cache (``torch.hub.get_dir()/checkpoints``), or timm's default weights of a ``timm:`` model, read
+  from the Hugging Face cache where timm keeps them; nothing is downloaded.
 
 Matching is strict: every key of the model and of the source must meet with the same shape, but for
 the modules named in ``train.init_skip``, which keep their fresh initialisation (a classifier head of
@@ -42,7 +43,8 @@ def source_identity(source: str, model_name: str) -> str:
     file, or ``pretrained:<file>:sha256:<hex>``. Reads the source; raises ConfigError if it cannot."""
     if source == "pretrained":
         path = pretrained_file(model_name)
-        return f"pretrained:{path.name}:{_sha256(path)}"
+        name = path.parents[2].name if model_name.startswith("timm:") else path.stem  # models--timm--<id> / file
+        return f"pretrained:{name}:{_sha256(path)}"
     path = _expand(source)
     if path.is_dir():
         return f"run:{_run_hash(path)}"
@@ -93,11 +95,39 @@ def check_source_unchanged(cfg: RunConfig) -> None:
                           f"{now} now); run the same command again to make a run of the new source")
 
 
+def _timm_pretrained_file(model_name: str) -> Path:
+    """The default pretrained weights of ``timm:<name>`` in the Hugging Face cache, where timm keeps them."""
+    from ..models import _timm_name
+
+    try:
+        timm = _timm_name(model_name)
+    except ValueError as e:
+        raise ConfigError(f"train.init_from=pretrained: {e}") from None
+    cfg = timm.models.get_pretrained_cfg(model_name[5:])
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not hub_id:
+        raise ConfigError(f"train.init_from=pretrained: timm names no Hugging Face weights for {model_name[5:]!r}; "
+                          "give a state_dict file instead")
+    from huggingface_hub import try_to_load_from_cache
+
+    for fname in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(hub_id, fname)
+        if isinstance(found, str):
+            return Path(found)
+    raise ConfigError(f"train.init_from=pretrained: {hub_id} is not in the Hugging Face cache and vant downloads "
+                      f"nothing; fetch it once with timm.create_model('{model_name[5:]}', pretrained=True) on a "
+                      "machine with network")
+
+
 def pretrained_file(model_name: str) -> Path:
-    """The cached file of the default torchvision weights of ``tv:<name>``; ConfigError if absent."""
+    """The cached file of the default published weights of ``tv:<name>`` (torchvision's cache) or
+    ``timm:<name>`` (the Hugging Face cache); ConfigError if absent."""
+    if model_name.startswith("timm:"):
+        return _timm_pretrained_file(model_name)
     if not model_name.startswith("tv:"):
-        raise ConfigError(f"train.init_from=pretrained: vant reads the published weights of tv:<name> models from "
-                          f"torchvision's cache; for model.name={model_name!r} give a state_dict file instead")
+        raise ConfigError(f"train.init_from=pretrained: vant reads the published weights of tv:<name> and "
+                          f"timm:<name> models from their caches; for model.name={model_name!r} give a state_dict "
+                          "file instead")
     import torch
     import torchvision
 
