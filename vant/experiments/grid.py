@@ -20,6 +20,7 @@ import yaml
 from ..config import ConfigError
 from ..pipeline.runs import Run, is_done, summary_of
 from ..pipeline.store import lock, write_text_atomic
+from ..progress import plain_lines
 from . import executors
 from .report import check_report, make_report
 from .slurm import check_available, slurm_options
@@ -140,8 +141,10 @@ def _run_grid(spec, jobs, grid_dir, executor, workers, address, cpus_per_run, gp
             else:
                 runnable.append(k)
         if runnable:
+            # in a log, a grid says one line per finished run (on_done); its runs' own bars stay silent
             executors.run_all([cfgs[k] for k in runnable], lambda i, result, ks=runnable: on_done(ks[i], result),
-                              executor, workers, address, cpus_per_run, gpus_per_run, threads, progress,
+                              executor, workers, address, cpus_per_run, gpus_per_run, threads,
+                              progress and not plain_lines(),
                               slurm=slurm_opts, folder=grid_dir / "slurm", name=spec.name, log=log)
     rows = read_results(grid_dir)
     failures = [r for r in rows if r["status"] != "ok"]

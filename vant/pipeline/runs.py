@@ -235,11 +235,11 @@ def _train_and_sweep(cfg: RunConfig, run: Run, path: Path, data: ArrayData, mode
 def _sweep_bar(cfg: RunConfig, todo: dict[int, list[float]], n_test: int):
     """The final sweep's progress bar (stderr): test images evaluated, counted once per sigma, with
     tqdm's elapsed time and estimate; shown on a terminal and written as plain updates elsewhere."""
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     sigmas = sum(len(s) for s in todo.values())
-    return tqdm(total=sigmas * n_test, unit="img", unit_scale=True, dynamic_ncols=True, leave=False,
-                desc=f"sweep {sigmas} (sigma, repeat) points", mininterval=1.0)
+    return progress_bar(total=sigmas * n_test, unit="img", unit_scale=True, leave=False,
+                        desc=f"sweep {sigmas} (sigma, repeat) points", mininterval=1.0)
 
 
 def _load_weights(model: nn.Module, run: Run, cfg: RunConfig) -> None:

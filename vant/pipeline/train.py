@@ -120,9 +120,9 @@ def fit(model: nn.Module, train_batches: Iterable, epochs: int, *, lr: float = 1
     steps = len(train_batches) if hasattr(train_batches, "__len__") else None
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=epochs * steps if steps else None, initial=start * steps if steps else 0, unit="batch",
-                   dynamic_ncols=True, desc=desc, leave=False)
+        from ..progress import progress_bar
+        bar = progress_bar(total=epochs * steps if steps else None, initial=start * steps if steps else 0,
+                           unit="batch", desc=desc, leave=False)
     try:
         for epoch in range(start, epochs):
             model.train()

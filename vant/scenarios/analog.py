@@ -376,8 +376,8 @@ def evaluate_device(run: Run | str | Path, dm: DeviceModel, times: Sequence[floa
                 analog = to_analog(model, dm)
                 bar = None
                 if progress:
-                    from tqdm.auto import tqdm
-                    bar = tqdm(total=sum(len(v) for v in todo.values()), unit="cell", leave=False,
+                    from ..progress import progress_bar
+                    bar = progress_bar(total=sum(len(v) for v in todo.values()), unit="cell", leave=False,
                                desc=f"{run.path.name[:28]} on {dm.name}")
                 try:
                     for r, ts in sorted(todo.items()):

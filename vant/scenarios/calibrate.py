@@ -153,8 +153,8 @@ def calibrate(run: Run | str | Path, dm: DeviceModel, times: Sequence[float] = D
             analog = to_analog(model, dm)
             bar = None
             if progress:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=sum(map(len, todo.values())), unit="cell", leave=False, desc=f"calibrate {run.path.name[:24]}")
+                from ..progress import progress_bar
+                bar = progress_bar(total=sum(map(len, todo.values())), unit="cell", leave=False, desc=f"calibrate {run.path.name[:24]}")
             try:
                 for r, ts in sorted(todo.items()):
                     program_(analog, seed + r)

@@ -154,8 +154,8 @@ def evaluate_run(run: Run | str | Path, scenario: Scenario, repeats: int = 3, se
                 autocast = cfg.train.amp and test.device.type == "cuda"
                 bar = None
                 if progress:
-                    from tqdm.auto import tqdm
-                    bar = tqdm(total=len(todo), unit="chunk", desc=f"{run.path.name[:28]} on {scenario.name}", leave=False)
+                    from ..progress import progress_bar
+                    bar = progress_bar(total=len(todo), unit="chunk", desc=f"{run.path.name[:28]} on {scenario.name}", leave=False)
 
                 def store(new):
                     for row in new:

@@ -87,8 +87,8 @@ def walking_noise(model: nn.Module, batches: DeviceBatches, sigmas: Sequence[flo
             on_rows(rows)
     bar = None
     if progress and todo:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), unit="site", desc="walking noise", leave=False)
+        from ..progress import progress_bar
+        bar = progress_bar(total=len(todo), unit="site", desc="walking noise", leave=False)
     try:
         for i, name, kind, r, miss in todo:
             new = sweep(model, batches, miss, [r], site_seed(i), autocast=autocast, site=None if i < 0 else i)
