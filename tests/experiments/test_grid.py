@@ -311,9 +311,10 @@ def test_ray_executor_gives_the_local_table(smoke, tmp_path):
     assert table(res.grid_dir) == table(results["fig2"].grid_dir)
 
 
-def test_grid_and_final_sweep_show_progress_on_stderr(tmp_path, capsys):
+def test_grid_and_final_sweep_show_progress_on_stderr(tmp_path, capsys, monkeypatch):
     """Runs done / to do (runs already done not counted), time elapsed and an estimate on stderr after
-    each run; the final sweep's bar too. With progress=False (-q) there is none."""
+    each run; on a terminal the final sweep's bar too. With progress=False (-q) there is none."""
+    monkeypatch.setenv("VANT_PROGRESS", "bars")  # as on a terminal (a log gets lines: tests/test_progress.py)
     base = dict(BASE, out_dir=str(tmp_path / "runs"))
     one = write_spec(tmp_path / "one.yaml", base=base, variants={"NT": {"train.method": "nt", "train.sigma": 0.1}})
     run_grid(load_spec(one), tmp_path / "gd1", report=False, progress=False, log=lambda *a, **k: None)
