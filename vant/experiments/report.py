@@ -62,7 +62,7 @@ def _row_label(row: dict, varying: dict[str, list[str]]) -> str:
     if not keys and row["train.method"] in ("nt", "vant"):  # a lone noisy run still says its sigma_train
         keys = ["train.sigma"]
     parts += [f"{_short(k)}={_value(row[k])}" for k in keys]
-    return " ".join(parts) or row["run"]
+    return " ".join(parts) or row.get("run") or row.get("runs", "")
 
 
 def _header(spec, rows: Sequence[dict]) -> list[str]:
