@@ -45,6 +45,14 @@ def test_valid_configs_resolve_and_hash_as_before(overrides, run_hash, digest):
 
 #: (override(s), the key the one-line message must name). Each resolves to a ConfigError.
 BAD = [
+    # finite for Python, infinite in float32 (issue 22)
+    ("train.sigma=1e300", "train.sigma"),
+    ("train.lr=1e300", "train.lr"),
+    ("train.theta=1e300", "train.theta"),
+    ("train.weight_decay=1e39", "train.weight_decay"),
+    (["train.method=vant", "train.alpha=1e20", "train.sigma=1e20"], "train.sigma"),
+    ("eval.sigmas=[0.1,1e300]", "eval.sigmas"),
+    (["train.method=empirical", "train.sigma_values=[0.1,1e300]"], "train.sigma_values"),
     ("train.sigma=nan", "train.sigma"),
     ("train.sigma=.nan", "train.sigma"),
     ("train.sigma=inf", "train.sigma"),

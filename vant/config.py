@@ -354,6 +354,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
         t.warmup_epochs = 100 if d in ("cinic10", "tinyimagenet") and t.method != "clean" and not finetune else 0
     if t.warmup_epochs < 0 or t.warmup_epochs > t.epochs:
         raise ConfigError(f"train.warmup_epochs must lie in [0, train.epochs={t.epochs}], got {t.warmup_epochs}")
+    if t.method == "vant" and t.alpha * t.sigma + 8.0 * t.theta > FLOAT32_MAX:  # the sampler's draws, up to |z| = 8
+        raise ConfigError(f"train.sigma: VANT's noise levels alpha*sigma + theta*|z| (alpha={t.alpha:g}, sigma={t.sigma:g}, "
+                          f"theta={t.theta:g}) pass the largest float32 ({FLOAT32_MAX:.3g})")
     _resolve_baselines(cfg)
     for i, v in enumerate(t.sigma_values):
         _check_number(f"train.sigma_values[{i}]", _number(v))
@@ -366,6 +369,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ConfigError(f"eval.sigmas must hold finite numbers, got {sig}")
     if any(s < 0 for s in sig):
         raise ConfigError(f"eval.sigmas must be a non-empty list of numbers >= 0, got {sig}")
+    if any(s > FLOAT32_MAX for s in sig):
+        raise ConfigError(f"eval.sigmas must hold numbers of at most {FLOAT32_MAX:.3g} (the largest float32), got {sig}")
     if sorted(sig) != list(sig) or len(set(sig)) != len(sig):
         raise ConfigError(f"eval.sigmas must be strictly increasing, got {sig}")
     if len(sig) < 2:  # the summary's AUC over the grid needs two points
@@ -385,14 +390,22 @@ def _check_log(log: LogConfig) -> None:
         raise ConfigError(f"log.experiment must be a non-empty name, got {log.experiment!r}")
 
 
+#: The largest float32: every number of a run is computed in float32 (or narrower), so a value above
+#: it is infinite there however finite it is to Python.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _check_number(key: str, value: Any) -> None:
-    """A finite number >= 0."""
+    """A finite number >= 0 that float32 can hold."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"{key} must be a finite number, got {value}")
     if value < 0:
         raise ConfigError(f"{key} must be >= 0, got {value}")
+    if value > FLOAT32_MAX:
+        raise ConfigError(f"{key} must be at most {FLOAT32_MAX:.3g} (the largest float32; runs compute in float32), "
+                          f"got {value:g}")
 
 
 def _check_names(cfg: RunConfig) -> None:
