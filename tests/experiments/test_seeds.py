@@ -114,3 +114,12 @@ def test_runs_measured_against_another_ladder_do_not_join_it():
     assert [r["rauc"] for r in out[:4]] == [r["rauc"] for r in derive(rows_two_seeds())[:4]]  # the bound is unchanged
     ub_auc = 0.5 * (82 + 71) / 2
     assert out[-1]["rauc"] == pytest.approx(100 * 0.5 * 99 / ub_auc)
+
+
+def test_an_override_of_an_unknown_variant_is_refused():
+    from vant.config import ConfigError
+    from vant.experiments.spec import load_spec
+
+    with pytest.raises(ConfigError, match="the spec has no variant 'NTT'"):
+        load_spec("demo", overrides=["variants.NTT.train.sigma=0.1"])
+    assert load_spec("demo", overrides=["variants.NT.train.epochs=3"]).variants["NT"]["train"]["epochs"] == 3

@@ -173,6 +173,11 @@ def load_spec(name_or_path: str | Path, profile: str | None = None, overrides: l
         data = _merge_profile(data, profiles[profile] or {})
     for text in overrides or []:
         key, value = parse_override(text)
+        parts = key.split(".")
+        if parts[0] == "variants" and len(parts) > 2 and parts[1] not in (data.get("variants") or {}):
+            # a misspelt variant would otherwise become a new one, trained with nothing but this key
+            raise ConfigError(f"{path.name}: override {key}: the spec has no variant {parts[1]!r} (it has "
+                              f"{sorted(data.get('variants') or {})}); add new variants in a spec file")
         set_dotted(data, key, value)  # grid.train.sigma=[..] nests; _flatten reads both forms, the later wins
     data.setdefault("name", path.stem)
     data["profile"] = profile
