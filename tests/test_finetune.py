@@ -44,7 +44,7 @@ def test_a_fine_tune_starts_where_its_source_ended(source, tmp_path):
     meta = yaml.safe_load((ft.path / "config.yaml").read_text())["config"]["train"]
     assert meta["init_from"] == str(source.path.resolve())
     assert meta["init_hash"] == "run:" + source.path.name.rsplit("-", 1)[1]
-    assert ft.path.name.endswith(ft.path.name.rsplit("-", 1)[1]) and "-nt0.3-ft-" in ft.path.name
+    assert "-nt0.3-ft-" in ft.path.name
     assert ft.path != scratch.path
 
 

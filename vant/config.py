@@ -105,7 +105,7 @@ class TrainConfig:
     sam_rho: float = 0.5  # SAM neighbourhood radius rho (the spec's single-run default for ASAM)
     sam_adaptive: bool = True  # ASAM: perturbation scaled element-wise by |w| (authors' setting)
     # start from trained weights (noisy fine-tuning): a finished vant run directory, a state_dict file
-    # (.pt/.pth, .safetensors) or 'pretrained' (a tv: model's weights in torchvision's cache); null = random init
+    # (.pt/.pth, .safetensors) or 'pretrained' (a tv:/timm: model's published weights, from their cache); null = random init
     init_from: Union[str, None] = None
     init_skip: list = field(default_factory=list)  # module names not loaded from init_from (re-initialised), e.g. [fc]
     init_hash: str = ""  # identity of init_from's content, filled when the run is set up (run:<hash>, sha256:<hex>)
@@ -531,22 +531,24 @@ HASH_NEUTRAL = {"data.subset": None, "data.test_subset": None, "data.subset_seed
                 "train.init_hash": ""}
 
 
+def pop_dotted(data: dict, key: str, unless=None) -> None:
+    """Remove ``a.b.c`` from nested ``data`` if it is there (only where its value equals ``unless``,
+    when ``unless`` is given as a 1-tuple)."""
+    *parents, leaf = key.split(".")
+    node = data
+    for p in parents:
+        node = node.get(p, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict) and leaf in node and (unless is None or node[leaf] == unless[0]):
+        node.pop(leaf)
+
+
 def config_hash(cfg: RunConfig) -> str:
     data = to_dict(cfg)
     for key, neutral in HASH_NEUTRAL.items():
-        *parents, leaf = key.split(".")
-        node = data
-        for p in parents:
-            node = node[p]
-        if node.get(leaf, neutral) == neutral:
-            node.pop(leaf, None)
+        pop_dotted(data, key, unless=(neutral,))
     if "subset" not in data["data"] and "test_subset" not in data["data"]:
         data["data"].pop("subset_seed", None)  # the seed of a draw that is not made
     for key in NON_SEMANTIC:
-        *parents, leaf = key.split(".")
-        node = data
-        for p in parents:
-            node = node[p]
-        node.pop(leaf, None)
+        pop_dotted(data, key)
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]

@@ -57,7 +57,6 @@ def progress_bar(**kwargs):
         interval = 60.0
     kwargs.update(file=_Lines(sys.stderr), mininterval=interval, maxinterval=max(interval, 10.0), ncols=100,
                   leave=True)
-    kwargs.pop("dynamic_ncols", None)
     bar = tqdm(**kwargs)
     bar.plain_lines = True
     return bar

@@ -39,7 +39,7 @@ from typing import Union
 import yaml
 
 from ..config import (NON_SEMANTIC, ConfigError, RunConfig, config_hash, from_dict, load_yaml, merge, parse_override, resolve,
-                      safe_component, set_dotted, to_dict)
+                      pop_dotted, safe_component, set_dotted, to_dict)
 from ..data import check_dataset_name
 from ..models import check_model, model_info
 from ..pipeline.loggers import check_trackers
@@ -57,12 +57,7 @@ def group_key(cfg: RunConfig) -> str:
     """Runs with the same group share an NT upper bound: the config without recipe, seed and bookkeeping keys."""
     data = to_dict(cfg)
     for key in RECIPE_KEYS + (SEED,) + tuple(k for k in NON_SEMANTIC if k != "eval") + ("eval.batch_size", "eval.batched"):
-        *parents, leaf = key.split(".")
-        node = data
-        for p in parents:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+        pop_dotted(data, key)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
